@@ -32,6 +32,10 @@ class Arch:
 
 ARCHS: dict[str, Arch] = {
     "mobilenet_v2": Arch("edgekit.trainer.mobilenet:build", "image-classification", "MobileNetV2 (torchvision keys)"),
+    "seq_lstm": Arch("edgekit.trainer.seq_models:build_lstm", "sequence-classification", "stacked LSTM"),
+    "seq_gru": Arch("edgekit.trainer.seq_models:build_gru", "sequence-classification", "stacked GRU"),
+    "seq_bilstm": Arch("edgekit.trainer.seq_models:build_bilstm", "sequence-classification", "bi-LSTM"),
+    "seq_cnn1d": Arch("edgekit.trainer.seq_models:build_cnn1d", "sequence-classification", "1-D CNN"),
 }
 
 
