@@ -20,10 +20,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from edgekit import __version__, atomic
 from edgekit.errors import UserError, VerificationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -134,7 +133,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def check_name(name: str) -> str:
     """Validate a bundle name (letters, digits, `_`, `-`, `.`)."""
     if not NAME_RE.match(name):
-        raise UserError(f"Bundle name {name!r} must start with a letter or digit and use only letters, digits, '_', '-', '.'.")
+        raise UserError(
+            f"Bundle name {name!r} must start with a letter or digit and use only letters, digits, '_', '-', '.'."
+        )
     return name
 
 
@@ -174,7 +175,9 @@ class Bundle:
             where = ".".join(str(x) for x in first["loc"])
             raise UserError(f"{mpath} is not a valid manifest: {where}: {first['msg']}.")
         if manifest.schema_version > SCHEMA_VERSION:
-            raise UserError(f"{mpath} uses manifest schema {manifest.schema_version}; this edgekit reads up to {SCHEMA_VERSION}.")
+            raise UserError(
+                f"{mpath} uses manifest schema {manifest.schema_version}; this edgekit reads up to {SCHEMA_VERSION}."
+            )
         return cls(path, manifest)
 
     @property
