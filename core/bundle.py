@@ -20,9 +20,10 @@ import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edgekit import __version__, atomic
 from edgekit.errors import UserError, VerificationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -11,10 +11,11 @@ import logging
 import sys
 
 import typer
+from rich.text import Text
+
 from edgekit import __version__
 from edgekit.console import err_console, setup_logging, state
 from edgekit.errors import UserError
-from rich.text import Text
 
 log = logging.getLogger(__name__)
 

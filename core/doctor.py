@@ -14,8 +14,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgekit.console import console
 from rich.table import Table
+
+from edgekit.console import console
 
 OK, MISSING, BROKEN = "ok", "missing", "broken"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from edgekit.bundle import Bundle, BundleWriter, InputSpec, Preprocess, resolve
 from edgekit.errors import UserError, VerificationError
 

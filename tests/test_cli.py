@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from edgekit import __version__
 
 COMMANDS = ["doctor", "data", "train", "export", "eval", "deploy", "rollback", "status", "serve",
