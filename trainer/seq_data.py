@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
