@@ -1,0 +1,1 @@
+"""Custom wake words: synthetic speech → openWakeWord features → a small head → a bundle."""
