@@ -1,0 +1,369 @@
+"""The training loop behind `engine.fit`: one `Trainer` per run, holding where the run stands.
+
+Position inside an epoch is counted in samples, so a resume (also with a halved batch size after an
+out-of-memory error) continues with exactly the samples not yet seen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.atomic import write_json
+from edgekit.console import console
+from edgekit.errors import UserError
+from edgekit.trainer import checkpoint as ckpt_io
+from edgekit.trainer.engine import (
+    BEST_K,
+    CONFIG,
+    CURVES,
+    DONE,
+    HISTORY,
+    FitConfig,
+    FitResult,
+    TrainingFailed,
+    TrainingInterrupted,
+    is_oom,
+    resolve_device,
+    seed_everything,
+)
+from edgekit.trainer.progress import EpochProgress, epoch_line
+from edgekit.trainer.signals import GracefulStop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Best:
+    value: float | None = None
+    epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    top: list[list[Any]] = field(default_factory=list)
+    """[value, epoch, file name] of the kept best-k checkpoints."""
+
+
+@dataclass
+class _Sums:
+    loss: float = 0.0
+    correct: int = 0
+    n: int = 0
+    has_acc: bool = False
+    seconds: float = 0.0
+
+
+
+
+class Trainer:
+    """One run: the model, its optimizer and schedule, and where in the data the run stands."""
+
+    def __init__(self, model, data, step_fn, eval_fn, make_optimizer, make_schedule, cfg: FitConfig,
+                 run_dir: Path, hooks, train_mode_fn, task_config: dict[str, Any]) -> None:
+        self.cfg, self.run_dir, self.hooks, self.task_config = cfg, run_dir, hooks, task_config
+        self.data, self.step_fn, self.eval_fn, self.train_mode_fn = data, step_fn, eval_fn, train_mode_fn
+        self.n = len(data)
+        if self.n == 0:
+            raise UserError("There is no training data (0 samples).")
+        self.steps_per_epoch = self.n // cfg.batch_size if cfg.drop_last else math.ceil(self.n / cfg.batch_size)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"Only {self.n} training samples, fewer than one batch of {cfg.batch_size} "
+                            "(lower the batch size or turn off drop_last).")
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+        self.schedule = make_schedule(self.optimizer, self.steps_per_epoch, cfg.epochs) if make_schedule else None
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.epoch = self.samples_done = self.global_step = 0
+        self.batch_size = cfg.batch_size
+        self.best, self.sums, self.history = _Best(), _Sums(), []
+        self.oom_retries = 0
+        self.stop = GracefulStop()
+        self.progress: EpochProgress | None = None
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / CONFIG, {"fit": self.cfg.model_dump(), "task": self.task_config})
+        restore = _determinism(self.device, self.cfg.deterministic)
+        try:
+            with self.stop, EpochProgress(console) as self.progress:
+                self._start()
+                while self.epoch < self.cfg.epochs and not self.best.stopped_early:
+                    self._epoch_with_recovery()
+        finally:
+            restore()
+        result = self._result()
+        write_json(self.run_dir / DONE, result.to_json())
+        ckpt_io.load_final_weights(self.model, self.run_dir, self.cfg.restore_best)
+        return result
+
+    def _start(self) -> None:
+        ckpt = ckpt_io.load_latest(self.run_dir) if self.cfg.resume else None
+        if ckpt is None:
+            seed_everything(self.cfg.seed)
+            self._checkpoint()  # so an out-of-memory retry always has a state to go back to
+            return
+        self._load(ckpt)
+        changed = [k for k, v in self.cfg.model_dump().items() if ckpt.get("config", {}).get("fit", {}).get(k) != v]
+        if changed:
+            log.warning("Resuming with changed settings: %s.", ", ".join(changed))
+        log.info("Resuming %s at epoch %d, sample %d of %d (step %d).", self.run_dir, self.epoch + 1,
+                 self.samples_done, self.n, self.global_step)
+
+    def _epoch_with_recovery(self) -> None:
+        failure = None
+        try:
+            self._train_epoch()
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if failure is not None:  # outside the except block, so the traceback's tensors are freed
+            self._recover_from_oom(failure)
+
+    def _train_epoch(self) -> None:
+        order = self._order(self.epoch)
+        (self.train_mode_fn or torch.nn.Module.train)(self.model)
+        self.progress.start_epoch(self.epoch, self.cfg.epochs, self.samples_done, self.n)
+        started = time.monotonic() - self.sums.seconds
+        while self._has_batch():
+            idx = order[self.samples_done : self.samples_done + self.batch_size]
+            self._step(idx)
+            self.sums.seconds = time.monotonic() - started
+            self.progress.advance(self.samples_done, self.sums.loss / max(self.sums.n, 1))
+            end_of_epoch = not self._has_batch()
+            every = self.cfg.checkpoint_every_steps
+            if not end_of_epoch and (self.stop.requested or (every and self.global_step % every == 0)):
+                self._checkpoint()
+            if self.stop.requested and not end_of_epoch:
+                self._interrupted()
+        self._end_epoch()
+        if self.stop.requested:
+            self._interrupted()
+
+    def _has_batch(self) -> bool:
+        need = self.batch_size if self.cfg.drop_last else 1
+        return self.samples_done + need <= self.n
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """The sample order of `epoch`: a function of (seed, epoch) only, never of RNG history."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        weights = getattr(self.data, "sample_weights", None)
+        if weights is None:
+            return rng.permutation(self.n)
+        p = np.asarray(weights, dtype=np.float64)
+        if p.shape != (self.n,) or (p < 0).any() or p.sum() <= 0:
+            raise UserError(f"sample_weights must be {self.n} non-negative numbers with a positive sum.")
+        return rng.choice(self.n, size=self.n, replace=True, p=p / p.sum())
+
+    def _step(self, idx: np.ndarray) -> None:
+        if self.hooks is not None:
+            self.hooks.on_step(self.epoch, self.global_step, self.batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        batch = self.data.batch(idx, self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.step_fn(self.model, batch)
+        loss = float(out.loss.detach())
+        if not math.isfinite(loss) and not self.amp:
+            raise TrainingFailed(f"The training loss became {loss} at epoch {self.epoch + 1}, step "
+                                 f"{self.global_step + 1}; lower the learning rate or check the data.")
+        self.scaler.scale(out.loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        before = self.samples_done
+        self.samples_done += len(idx)
+        self.global_step += 1
+        if math.isfinite(loss):  # with AMP the scaler skips such steps; keep them out of the average
+            self.sums.loss += loss * out.n
+            self.sums.n += out.n
+            if out.correct is not None:
+                self.sums.correct += int(out.correct)
+                self.sums.has_acc = True
+        if self.schedule is not None and self.schedule.interval == "step":
+            for _ in range(self._sched_steps(self.samples_done) - self._sched_steps(before)):
+                self.schedule.scheduler.step()
+        log.debug("epoch %d step %d: loss %.4f, batch %d", self.epoch + 1, self.global_step, loss, len(idx))
+
+    def _sched_steps(self, samples: int) -> int:
+        """Scheduler steps owed after `samples`: counted in configured batches, so a smaller batch size
+        after an out-of-memory recovery keeps the schedule's length."""
+        return min(math.ceil(samples / self.cfg.batch_size), self.steps_per_epoch)
+
+    def _end_epoch(self) -> None:
+        record = self._epoch_record(self._evaluate())
+        self.history.append(record)
+        self.progress.print(epoch_line(record, self.cfg.epochs))
+        if self.schedule is not None and self.schedule.interval == "epoch":
+            self.schedule.scheduler.step()
+        elif self.schedule is not None and self.schedule.interval == "plateau":
+            self.schedule.scheduler.step(record[self.cfg.monitor])
+        self.epoch, self.samples_done, self.sums = self.epoch + 1, 0, _Sums()
+        state = self._state()
+        self._update_best(record, state)
+        ckpt_io.save_last(self.run_dir, state)
+        write_json(self.run_dir / HISTORY, self.history)
+        _plot_quietly(self.history, self.run_dir / CURVES)
+
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.eval_fn(self.model, self.device)
+        return {k: float(v) for k, v in (metrics or {}).items()}
+
+    def _epoch_record(self, metrics: dict[str, float]) -> dict[str, Any]:
+        s = self.sums
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "train_loss": s.loss / s.n if s.n else float("nan"),
+            "train_acc": s.correct / s.n if s.has_acc and s.n else None,
+            **metrics,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "batch_size": self.batch_size,
+            "time_s": round(s.seconds, 3),
+        }
+        if record.get(self.cfg.monitor) is None:
+            known = [k for k, v in record.items() if isinstance(v, float)]
+            close = difflib.get_close_matches(self.cfg.monitor, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"The monitored metric {self.cfg.monitor!r} is not among {', '.join(known)}.{hint}")
+        return record
+
+    def _update_best(self, record: dict[str, Any], state: dict[str, Any]) -> None:
+        """Early-stopping counter, best_model.pt and the best-k checkpoints, from this epoch's metric."""
+        value, b, sign = float(record[self.cfg.monitor]), self.best, (1 if self.cfg.mode == "min" else -1)
+        if math.isfinite(value) and (b.value is None or sign * (b.value - value) > self.cfg.min_delta):
+            b.value, b.epoch, b.bad_epochs = value, record["epoch"], 0
+            ckpt_io.save_weights(self.run_dir / ckpt_io.BEST_MODEL, self.model)
+        else:
+            b.bad_epochs += 1
+            b.stopped_early = self.cfg.patience > 0 and b.bad_epochs >= self.cfg.patience
+            if b.stopped_early:
+                log.info("Early stop: %s has not improved for %d epochs (best %.4f at epoch %s).",
+                         self.cfg.monitor, b.bad_epochs, b.value if b.value is not None else math.nan, b.epoch)
+        if self.cfg.keep_best and math.isfinite(value):
+            b.top.append([value, record["epoch"], BEST_K.format(epoch=record["epoch"])])
+            b.top.sort(key=lambda t: sign * t[0])
+            for _, _, name in b.top[self.cfg.keep_best :]:
+                (self.run_dir / name).unlink(missing_ok=True)
+            b.top = b.top[: self.cfg.keep_best]
+        state["best"] = asdict(b)
+        if any(t[1] == record["epoch"] for t in b.top):
+            ckpt_io.save(self.run_dir / BEST_K.format(epoch=record["epoch"]), state)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt_io.capture_rng(),
+            "epoch": self.epoch,
+            "samples_done": self.samples_done,
+            "global_step": self.global_step,
+            "batch_size": self.batch_size,
+            "best": asdict(self.best),
+            "sums": asdict(self.sums),
+            "history": self.history,
+            "config": {"fit": self.cfg.model_dump(), "task": self.task_config},
+        }
+
+    def _checkpoint(self) -> None:
+        ckpt_io.save_last(self.run_dir, self._state())
+        log.debug("checkpoint at epoch %d, sample %d", self.epoch + 1, self.samples_done)
+
+    def _load(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.schedule is not None and ckpt.get("scheduler") is not None:
+            self.schedule.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        ckpt_io.restore_rng(ckpt["rng"])
+        self.epoch, self.samples_done, self.global_step = ckpt["epoch"], ckpt["samples_done"], ckpt["global_step"]
+        self.batch_size = min(ckpt["batch_size"], self.cfg.batch_size)
+        self.best, self.sums = _Best(**ckpt["best"]), _Sums(**ckpt["sums"])
+        self.history = list(ckpt["history"])
+        kept = {t[2] for t in self.best.top}
+        for p in self.run_dir.glob("checkpoint_best_e*.pt"):  # written after this checkpoint: replayed
+            if p.name not in kept:
+                p.unlink()
+
+    def _interrupted(self) -> None:
+        raise TrainingInterrupted(
+            f"Training stopped by {self.stop.name} at epoch {self.epoch + 1}, step {self.global_step}; "
+            f"the checkpoint is in {self.run_dir}. Run the same command again to resume.",
+            self.stop.exit_code,
+        )
+
+    def _recover_from_oom(self, reason: str) -> None:
+        self.oom_retries += 1
+        if self.oom_retries > self.cfg.max_retries:
+            raise TrainingFailed(
+                f"Out of GPU memory {self.oom_retries} times (batch size down to {self.batch_size}), more "
+                f"than --max-retries {self.cfg.max_retries}; use a smaller --batch-size or model, or a GPU "
+                f"with more memory. The last checkpoint in {self.run_dir} resumes the run."
+            )
+        new_bs = max(self.cfg.min_batch_size, self.batch_size // 2)
+        log.warning("Out of memory at epoch %d, step %d (%s): batch size %d -> %d, retry %d of %d after %gs.",
+                    self.epoch + 1, self.global_step + 1, reason, self.batch_size, new_bs,
+                    self.oom_retries, self.cfg.max_retries, self.cfg.oom_cooldown_s)
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        time.sleep(self.cfg.oom_cooldown_s)
+        ckpt = ckpt_io.load_latest(self.run_dir)
+        if ckpt is None:
+            raise TrainingFailed(f"Out of memory and no readable checkpoint in {self.run_dir} to go back to.")
+        self._load(ckpt)
+        self.batch_size = new_bs
+
+    def _result(self) -> FitResult:
+        return FitResult(
+            run_dir=self.run_dir, history=self.history, monitor=self.cfg.monitor, best_metric=self.best.value,
+            best_epoch=self.best.epoch, epochs_run=self.epoch, stopped_early=self.best.stopped_early,
+            batch_size=self.batch_size, global_step=self.global_step,
+        )
+
+
+def _determinism(device: torch.device, wanted: bool) -> Callable[[], None]:
+    """Turn on deterministic kernels where that is harmless; return what undoes it."""
+    if not wanted:
+        return lambda: None
+    if device.type == "cuda":
+        previous = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+        def undo_cuda() -> None:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+
+        return undo_cuda
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return lambda: torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def _plot_quietly(history: list[dict[str, Any]], path: Path) -> None:
+    """The curves are a convenience: a plotting failure is logged, never fatal to training."""
+    try:
+        from edgekit.trainer.plots import plot_curves
+
+        plot_curves(history, path)
+    except Exception as e:  # noqa: BLE001
+        log.warning("Could not draw %s: %s", path, e)
