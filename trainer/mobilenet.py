@@ -167,7 +167,13 @@ def looks_keras_converted(state: dict[str, torch.Tensor]) -> bool:
     need Keras padding and [-1, 1] input; torchvision's checkpoints carry real running statistics.
     """
     means = [v for k, v in state.items() if k.endswith("running_mean")]
-    return bool(means) and all(float(m.abs().max()) == 0.0 for m in means)
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    folded_var = 1.0 - 1e-5  # 1 - eps: (x - 0) / sqrt(var + eps) == x
+    return (
+        bool(means)
+        and all(float(m.abs().max()) == 0.0 for m in means)
+        and all(float((v - folded_var).abs().max()) < 1e-7 for v in variances)
+    )
 
 
 def load_backbone(model: MobileNetV2, state: dict[str, torch.Tensor]) -> list[str]:
@@ -179,11 +185,14 @@ def load_backbone(model: MobileNetV2, state: dict[str, torch.Tensor]) -> list[st
     own = model.state_dict()
     head = [k for k in ("classifier.1.weight", "classifier.1.bias") if k in state and state[k].shape != own[k].shape]
     state = {k: v for k, v in state.items() if k not in head}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - set(head):
+    wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = sorted(set(own) - set(state) - set(head))
+    unexpected = sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
         raise UserError(
-            f"Weights do not fit MobileNetV2 (missing {sorted(set(missing) - set(head))[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}); is the width multiplier right?"
+            f"Weights do not fit this MobileNetV2 (wrong shapes {wrong[:2]}, missing {missing[:2]}, "
+            f"unexpected {unexpected[:2]}); is the width multiplier right?"
         )
+    model.load_state_dict(state, strict=False)
     log.debug("loaded %d pretrained tensors; new head: %s", len(state), head)
     return head
