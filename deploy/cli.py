@@ -2,27 +2,131 @@
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 import typer
 
 from edgekit.errors import UserError
 
+FORMATS_HELP = "tflite-int8, onnx-int8, tflite, onnx (default: the first accepted one in that order)"
 
-def _not_built(what: str) -> None:
-    raise UserError(f"`edgekit {what}` is not built yet.")
+
+def _check_format(fmt: str | None) -> str | None:
+    from edgekit.deploy.payload import FRAMEWORK
+
+    if fmt is None or fmt in FRAMEWORK:
+        return fmt
+    close = difflib.get_close_matches(fmt, list(FRAMEWORK), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Choose from: {', '.join(FRAMEWORK)}."
+    raise UserError(f"Unknown format {fmt!r}.{hint}")
+
+
+def _finish(result, title: str) -> None:
+    from edgekit.deploy.fleet import render
+
+    render(result, title)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    # Options shared by the three commands, declared once.
+    inventory_opt = typer.Option(None, "--inventory", "-i", help="hosts.toml with named groups of targets.")
+    root_opt = typer.Option(None, "--root", help="Device folder (default /opt/edgekit, or the inventory's).")
+    slot_opt = typer.Option("current", "--slot", help="Symlink the service reads; another one per extra model.")
+    parallel_opt = typer.Option(4, "--parallel", "-p", min=1, help="Devices worked on at the same time.")
+    restart_opt = typer.Option("docker compose up -d", "--restart", help="Command run in the device folder.")
+    health_opt = typer.Option("http://127.0.0.1:8000/health", "--health",
+                              help="URL that must report the new version, or a command that exits 0.")
+    health_timeout_opt = typer.Option(60.0, "--health-timeout", help="Seconds to wait for a healthy service.")
+    known_hosts_opt = typer.Option("~/.ssh/known_hosts", "--known-hosts", help="Host keys to check against.")
+    accept_opt = typer.Option(False, "--accept-new-host-key",
+                              help="Record the key of a host seen for the first time (changed keys are refused).")
+    identity_opt = typer.Option(None, "--identity", "-k", help="Private key file (repeatable); default ~/.ssh + agent.")
+    lock_timeout_opt = typer.Option(60.0, "--lock-timeout", help="Seconds to wait for another deploy on a device.")
+
+    def ssh_kwargs(known_hosts: str, accept: bool, identity: list[str] | None) -> dict:
+        return {"known_hosts": known_hosts, "accept_new_host_key": accept, "identity": identity or None}
+
     @app.command("deploy")
-    def deploy() -> None:
+    def deploy(
+        args: list[str] = typer.Argument(..., metavar="TARGET... BUNDLE",
+                                         help="user@host[:port], local:PATH or inventory groups, then the bundle."),
+        fmt: str | None = typer.Option(None, "--format", "-f", help=FORMATS_HELP),
+        inventory: Path | None = inventory_opt,
+        parallel: int = parallel_opt,
+        canary: bool = typer.Option(False, "--canary", help="Deploy to the first target alone first."),
+        restart: str = restart_opt,
+        health: str = health_opt,
+        health_timeout: float = health_timeout_opt,
+        keep: int = typer.Option(3, "--keep", min=2, help="Releases kept on the device."),
+        env: list[str] | None = typer.Option(None, "--env", "-e", help="KEY=VALUE for the device .env (repeatable)."),
+        force: bool = typer.Option(False, "--force", help="Deploy a gate-rejected model; replace a same-named one."),
+        root: str | None = root_opt,
+        slot: str = slot_opt,
+        known_hosts: str = known_hosts_opt,
+        accept_new_host_key: bool = accept_opt,
+        identity: list[str] | None = identity_opt,
+        lock_timeout: float = lock_timeout_opt,
+    ) -> None:
         """Deploy a bundle to devices: verified, atomic, health-checked, rolled back on failure."""
-        _not_built("deploy")
+        from edgekit.deploy import api
+        from edgekit.deploy.envfile import parse_assignments
+
+        if len(args) < 2:
+            raise UserError("Give at least one target and a bundle: edgekit deploy pi@raspberry models/waste.")
+        result = api.deploy(
+            args[:-1], args[-1], fmt=_check_format(fmt), force=force, inventory=inventory, root=root,
+            parallel=parallel, canary=canary, restart=restart, health=health, health_timeout=health_timeout,
+            keep=keep, env=parse_assignments(env or []), slot=slot, lock_timeout=lock_timeout,
+            **ssh_kwargs(known_hosts, accept_new_host_key, identity),
+        )
+        _finish(result, "Deploy")
 
     @app.command("rollback")
-    def rollback() -> None:
+    def rollback(
+        targets: list[str] = typer.Argument(..., help="user@host[:port], local:PATH or inventory groups."),
+        inventory: Path | None = inventory_opt,
+        parallel: int = parallel_opt,
+        restart: str = restart_opt,
+        health: str = health_opt,
+        health_timeout: float = health_timeout_opt,
+        root: str | None = root_opt,
+        slot: str = slot_opt,
+        known_hosts: str = known_hosts_opt,
+        accept_new_host_key: bool = accept_opt,
+        identity: list[str] | None = identity_opt,
+        lock_timeout: float = lock_timeout_opt,
+    ) -> None:
         """Switch devices back to their previous release."""
-        _not_built("rollback")
+        from edgekit.deploy import api
+
+        result = api.rollback(
+            targets, inventory=inventory, root=root, parallel=parallel, restart=restart, health=health,
+            health_timeout=health_timeout, slot=slot, lock_timeout=lock_timeout,
+            **ssh_kwargs(known_hosts, accept_new_host_key, identity),
+        )
+        _finish(result, "Rollback")
 
     @app.command("status")
-    def status() -> None:
+    def status(
+        targets: list[str] = typer.Argument(..., help="user@host[:port], local:PATH or inventory groups."),
+        inventory: Path | None = inventory_opt,
+        parallel: int = parallel_opt,
+        health: str = health_opt,
+        root: str | None = root_opt,
+        slot: str = slot_opt,
+        known_hosts: str = known_hosts_opt,
+        accept_new_host_key: bool = accept_opt,
+        identity: list[str] | None = identity_opt,
+    ) -> None:
         """Show each device's current and previous release, thresholds and health."""
-        _not_built("status")
+        from edgekit.deploy import api
+        from edgekit.deploy.status import render_status
+
+        result = api.status(targets, inventory=inventory, root=root, parallel=parallel, health=health, slot=slot,
+                            **ssh_kwargs(known_hosts, accept_new_host_key, identity))
+        render_status(result.results)
+        if not result.ok:
+            raise typer.Exit(1)

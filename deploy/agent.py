@@ -1,0 +1,334 @@
+"""The device side of a deploy: one stdlib-only script that runs with the device's own `python3`.
+
+edgekit uploads this file to `<root>/.edgekit/agent-<sha>.py` once and then calls its subcommands
+with shlex-quoted arguments; each prints one JSON object. Nothing here imports edgekit, so a Pi needs
+only Python 3. The same script runs for `local:PATH` targets, so both backends share every step.
+
+Layout under the device root:
+    releases/<release>/        extracted bundle files + .release.json (what was installed, its sha256)
+    current, current.prev      relative symlinks into releases/ (the slot and its previous release)
+    .env                       the service settings
+    .edgekit/incoming/         uploads in flight (removed on the next deploy if a session died)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+META = ".release.json"
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(msg: str, code: int = 3) -> None:
+    _emit({"ok": False, "error": msg})
+    sys.exit(code)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_meta(release_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(release_dir, META)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _slot_target(root: str, slot: str) -> str | None:
+    link = os.path.join(root, slot)
+    if not os.path.islink(link):
+        return None
+    return os.path.basename(os.readlink(link))
+
+
+def _releases(root: str) -> dict:
+    rel = os.path.join(root, "releases")
+    out = {}
+    if os.path.isdir(rel):
+        for name in sorted(os.listdir(rel)):
+            path = os.path.join(rel, name)
+            if name.endswith(".tmp") or name.startswith(".") or not os.path.isdir(path):
+                continue
+            out[name] = {"meta": _read_meta(path), "mtime": os.path.getmtime(path)}
+    return out
+
+
+def _slots(root: str) -> dict:
+    out = {}
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            if os.path.islink(os.path.join(root, name)) and not name.endswith(".prev"):
+                out[name] = {"current": _slot_target(root, name), "previous": _slot_target(root, name + ".prev")}
+    return out
+
+
+def cmd_state(a) -> None:
+    """Everything a deploy needs to decide: machine, disk, tools, releases, slots, .env."""
+    os.makedirs(a.root, exist_ok=True)
+    env_path = os.path.join(a.root, ".env")
+    env = None
+    if os.path.isfile(env_path):
+        with open(env_path) as f:
+            env = f.read()
+    _emit({
+        "ok": True, "arch": platform.machine(), "python": platform.python_version(),
+        "free": shutil.disk_usage(a.root).free, "docker": shutil.which("docker") is not None,
+        "releases": _releases(a.root), "slots": _slots(a.root), "env": env,
+    })
+
+
+def cmd_lock(a) -> None:
+    """Hold `<root>/.edgekit/lock` until stdin closes (the deploy ends or its SSH session dies)."""
+    d = os.path.join(a.root, ".edgekit")
+    os.makedirs(d, exist_ok=True)
+    fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + a.timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                _fail(f"another deploy holds the device lock after waiting {a.timeout:g} s", 4)
+            time.sleep(0.1)
+    _emit({"ok": True, "locked": True, "pid": os.getpid()})
+    sys.stdin.read()  # returns at EOF: the client released the lock or went away
+
+
+def cmd_clean(a) -> None:
+    """Remove what a dead deploy left: uploads in flight and half-extracted releases. Run under the lock."""
+    removed = []
+    inc = os.path.join(a.root, ".edgekit", "incoming")
+    for d, pattern in ((inc, None), (os.path.join(a.root, "releases"), ".tmp")):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if pattern is None or name.endswith(pattern):
+                p = os.path.join(d, name)
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+                removed.append(name)
+    _emit({"ok": True, "removed": removed})
+
+
+def _safe_members(tar: tarfile.TarFile, dest: str) -> list:
+    """Refuse absolute names, `..`, device files and links that point outside `dest`."""
+    dest = os.path.realpath(dest)
+    members = tar.getmembers()
+    for m in members:
+        name = m.name
+        if name.startswith("/") or os.path.isabs(name) or ".." in name.split("/"):
+            _fail(f"tarball member {name!r} has an absolute path or '..'; refused")
+        target = os.path.realpath(os.path.join(dest, name))
+        if not (target == dest or target.startswith(dest + os.sep)):
+            _fail(f"tarball member {name!r} would land outside the release folder; refused")
+        if m.issym() or m.islnk():
+            base = dest if m.islnk() else os.path.dirname(target)
+            link = os.path.realpath(os.path.join(base, m.linkname))
+            if m.linkname.startswith("/") or not link.startswith(dest + os.sep):
+                _fail(f"tarball link {name!r} -> {m.linkname!r} leaves the release folder; refused")
+        elif not (m.isfile() or m.isdir()):
+            _fail(f"tarball member {name!r} is not a regular file or folder; refused")
+    return members
+
+
+def _check_files(folder: str) -> None:
+    try:
+        with open(os.path.join(folder, "manifest.json")) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError):
+        _fail("the release has no readable manifest.json")
+    with open(os.path.join(folder, META)) as f:
+        shipped = json.load(f)["files"]
+    for rel in shipped:
+        p = os.path.join(folder, rel)
+        if rel not in files or not os.path.isfile(p) or _sha256(p) != files[rel]["sha256"]:
+            _fail(f"release file {rel} does not match the manifest's sha256")
+
+
+def cmd_install(a) -> None:
+    """Verify the uploaded tarball, extract it into releases/<name>.tmp, check files, rename into place."""
+    if _sha256(a.tar) != a.sha256:
+        os.unlink(a.tar)
+        _fail("the uploaded tarball's sha256 does not match what was sent (corrupted in transit); refused")
+    releases = os.path.join(a.root, "releases")
+    final = os.path.join(releases, a.release)
+    tmp = final + ".tmp"
+    os.makedirs(releases, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        with tarfile.open(a.tar, "r:*") as tar:
+            members = _safe_members(tar, tmp)
+            for m in members:  # plain extraction after the checks above; no owners, no modes beyond 0o755
+                m.uid = m.gid = 0
+                m.uname = m.gname = ""
+                m.mode &= 0o755
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4/3.12: the stdlib's own guard as well
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)  # noqa: S202 - members were checked by _safe_members
+        _check_files(tmp)
+    except SystemExit:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.unlink(a.tar)
+    if os.path.exists(final):
+        if a.release in {s["current"] for s in _slots(a.root).values()}:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _fail(f"release {a.release} is in use with different content; deploy it under a new version")
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(releases)
+    _emit({"ok": True, "release": a.release})
+
+
+def _point(root: str, name: str, release: str | None) -> None:
+    """Make symlink `root/name` point at releases/<release> (or remove it) with one rename."""
+    link = os.path.join(root, name)
+    if release is None:
+        if os.path.islink(link):
+            os.unlink(link)
+        return
+    if not os.path.isdir(os.path.join(root, "releases", release)):
+        _fail(f"release {release} does not exist on the device")
+    tmp = os.path.join(root, f".{name}.{os.getpid()}.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.join("releases", release), tmp)
+    os.replace(tmp, link)
+
+
+def cmd_point(a) -> None:
+    """Set a slot: `<slot>.prev` first, then `<slot>` (each an atomic symlink rename)."""
+    old = {"current": _slot_target(a.root, a.slot), "previous": _slot_target(a.root, a.slot + ".prev")}
+    _point(a.root, a.slot + ".prev", a.previous or None)
+    _point(a.root, a.slot, a.current or None)
+    _fsync_dir(a.root)
+    _emit({"ok": True, "old": old})
+
+
+def cmd_write(a) -> None:
+    """Write stdin to `<root>/<path>` atomically (temp file, fsync, rename)."""
+    dest = os.path.join(a.root, a.path)
+    tmp = f"{dest}.{os.getpid()}.tmp"
+    data = sys.stdin.buffer.read()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(dest):
+        shutil.copymode(dest, tmp)
+    os.replace(tmp, dest)
+    _fsync_dir(os.path.dirname(dest))
+    _emit({"ok": True, "bytes": len(data)})
+
+
+def cmd_prune(a) -> None:
+    """Keep the newest `keep` releases; never remove one a slot or its `.prev` points at."""
+    pinned = set()
+    for s in _slots(a.root).values():
+        pinned.update(v for v in s.values() if v)
+    rels = sorted(_releases(a.root).items(), key=lambda kv: kv[1]["mtime"], reverse=True)
+    removed = []
+    for i, (name, _) in enumerate(rels):
+        if i >= a.keep and name not in pinned:
+            shutil.rmtree(os.path.join(a.root, "releases", name))
+            removed.append(name)
+    _emit({"ok": True, "removed": removed})
+
+
+def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - the user's own device URL
+            body = r.read().decode("utf-8", "replace")
+    except Exception as e:  # any failure is "not healthy yet"
+        return False, f"{url}: {e}"
+    if expect and expect not in body:
+        return False, f"{url} does not report {expect}"
+    return True, "ok"
+
+
+def _healthy_cmd(cmd: str, root: str, expect: str) -> tuple[bool, str]:
+    env = dict(os.environ, EDGEKIT_EXPECT_VERSION=expect, EDGEKIT_ROOT=root)
+    try:
+        p = subprocess.run(["sh", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False, "health command timed out"
+    return p.returncode == 0, (p.stdout + p.stderr).strip()[-300:] or f"exit {p.returncode}"
+
+
+def cmd_health(a) -> None:
+    """Poll a URL (must answer and mention `expect`) or a command (exit 0) until healthy or timeout."""
+    deadline = time.monotonic() + a.timeout
+    while True:
+        if a.check.startswith(("http://", "https://")):
+            ok, why = _healthy_url(a.check, a.expect)
+        else:
+            ok, why = _healthy_cmd(a.check, a.root, a.expect)
+        if ok or time.monotonic() > deadline:
+            _emit({"ok": True, "healthy": ok, "detail": why})
+            return
+        time.sleep(a.interval)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="edgekit-agent")
+    p.add_argument("root")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("state")
+    sub.add_parser("clean")
+    s = sub.add_parser("lock")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s = sub.add_parser("install")
+    s.add_argument("tar")
+    s.add_argument("sha256")
+    s.add_argument("release")
+    s = sub.add_parser("point")
+    s.add_argument("slot")
+    s.add_argument("current")
+    s.add_argument("previous")
+    s = sub.add_parser("write")
+    s.add_argument("path")
+    s = sub.add_parser("prune")
+    s.add_argument("keep", type=int)
+    s = sub.add_parser("health")
+    s.add_argument("check")
+    s.add_argument("--expect", default="")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--interval", type=float, default=1.0)
+    a = p.parse_args()
+    a.root = os.path.abspath(a.root)
+    globals()["cmd_" + a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

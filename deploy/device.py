@@ -1,0 +1,72 @@
+"""A device root as seen through a transport: installs the agent once, then calls its subcommands.
+
+Every remote command line is built with `shlex.join`/`shlex.quote`; nothing the user typed is pasted
+into a shell unquoted. The only shell text that comes from the user is their own `--restart` command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shlex
+from pathlib import Path
+
+from edgekit.deploy.transport import Completed, Transport
+from edgekit.errors import UserError
+
+log = logging.getLogger(__name__)
+AGENT_SOURCE = Path(__file__).with_name("agent.py").read_bytes()
+AGENT_ID = hashlib.sha256(AGENT_SOURCE).hexdigest()[:12]
+
+
+class DeployError(UserError):
+    """A deploy step failed on the device (its message says which and why)."""
+
+
+class Device:
+    """The device folder `root` on the other end of `transport`."""
+
+    def __init__(self, transport: Transport, root: str):
+        self.t = transport
+        self.root = root
+        self.agent = f"{root.rstrip('/')}/.edgekit/agent-{AGENT_ID}.py"
+        self.incoming = f"{root.rstrip('/')}/.edgekit/incoming"
+
+    @property
+    def label(self) -> str:
+        return self.t.target.label
+
+    def install_agent(self) -> None:
+        """Check python3 is there and the agent of this edgekit version is installed; send it if not."""
+        check = f"command -v python3 >/dev/null 2>&1 || exit 9; test -f {shlex.quote(self.agent)} && echo present"
+        r = self.t.run(check, timeout=60)
+        if r.rc == 9:
+            raise DeployError(f"{self.label}: python3 is not installed on the device (apt install python3).")
+        if r.rc not in (0, 1):
+            raise DeployError(f"{self.label}: cannot run commands on the device: {(r.stderr or r.stdout).strip()}")
+        if "present" in r.stdout:
+            return
+        folder = shlex.quote(str(Path(self.agent).parent))
+        tmp = shlex.quote(f"{self.agent}.{AGENT_ID}.tmp")
+        r = self.t.run(f"mkdir -p {folder} {shlex.quote(self.incoming)} && cat > {tmp} && "
+                       f"mv -f {tmp} {shlex.quote(self.agent)}", stdin=AGENT_SOURCE, timeout=60)
+        if r.rc != 0:
+            raise DeployError(f"{self.label}: cannot write to {self.root}: {r.stderr.strip() or r.stdout.strip()}")
+
+    def command(self, sub: str, *args: str | float | int) -> str:
+        """The shell line that runs the agent's `sub` with `args`, every word quoted."""
+        return shlex.join(["python3", self.agent, self.root, sub, *(str(a) for a in args)])
+
+    def call(self, sub: str, *args: str | float | int, stdin: bytes | None = None, timeout: float = 300.0) -> dict:
+        """Run an agent subcommand and return its JSON answer; a failure raises `DeployError`."""
+        r: Completed = self.t.run(self.command(sub, *args), stdin=stdin, timeout=timeout)
+        answer = r.json()
+        if r.rc != 0 or not answer.get("ok"):
+            why = answer.get("error") or (r.stderr.strip().splitlines() or [f"exit {r.rc}"])[-1]
+            raise DeployError(f"{self.label}: {sub} failed: {why}")
+        return answer
+
+    def shell(self, cmd: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> Completed:
+        """Run the user's own command (restart) in the device folder."""
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+        return self.t.run(f"cd {shlex.quote(self.root)} && {prefix}exec sh -c {shlex.quote(cmd)}", timeout=timeout)

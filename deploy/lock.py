@@ -1,0 +1,33 @@
+"""The device lock: one deploy at a time per device folder.
+
+The agent holds an flock on `<root>/.edgekit/lock` for as long as its stdin stays open. The lock is
+tied to our connection: when a deploy ends it closes stdin; when a laptop drops off the network, sshd
+ends the session, the agent exits and the kernel releases the lock. A stale lock cannot outlive its
+owner, so there is nothing to clean up by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from edgekit.deploy.device import DeployError, Device
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def device_lock(device: Device, timeout: float) -> Iterator[None]:
+    """Hold the device lock; a second deploy waits up to `timeout` seconds, then fails."""
+    answer, release = device.t.hold(device.command("lock", "--timeout", timeout), timeout)
+    if not answer.get("ok"):
+        raise DeployError(f"{device.label}: {answer.get('error', 'could not take the device lock')}.")
+    log.debug("%s: locked (agent pid %s)", device.label, answer.get("pid"))
+    try:
+        yield
+    finally:
+        try:
+            release()
+        except Exception as e:  # the connection may already be gone; the lock went with it
+            log.debug("%s: releasing the lock: %s", device.label, e)

@@ -1,0 +1,219 @@
+"""The steps of a deploy on one device, each one safe to interrupt.
+
+preflight → identical-skip → upload to a temporary name → sha256 check on the device → safe extract into
+`releases/<name>.tmp` → rename → atomic `.env` → atomic slot switch → restart → health check (→ switch
+back, restore `.env`, restart, check the old release) → prune. All of it under the device lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.deploy import envfile
+from edgekit.deploy.device import DeployError, Device
+from edgekit.deploy.lock import device_lock
+from edgekit.deploy.payload import Payload, env_for
+
+log = logging.getLogger(__name__)
+ARCHES = ("aarch64", "armv7l", "x86_64")
+DEFAULT_RESTART = "docker compose up -d"
+DEFAULT_HEALTH = "http://127.0.0.1:8000/health"
+STATUSES = ("ok", "skipped-identical", "rolled-back", "failed", "not-run")
+
+
+class DeployOptions(BaseModel):
+    """How to deploy one payload to each device (built once by the CLI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slot: str = Field("current", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    """Name of the symlink the service reads (`current`); a second model on the same Pi uses another."""
+    restart: str = DEFAULT_RESTART
+    """Shell command run in the device folder after a switch (e.g. `sudo systemctl restart edgekit`)."""
+    health: str = DEFAULT_HEALTH
+    """A URL whose answer must name the new version, or a command that exits 0 when healthy."""
+    health_timeout: float = 60.0
+    """Seconds to wait for the service to become healthy before rolling back."""
+    keep: int = Field(3, ge=2)
+    """Releases to keep on the device; the current and previous ones are never removed."""
+    env: dict[str, str] = {}
+    """Extra `.env` keys to set (`--env KEY=VALUE`), applied after the bundle's own."""
+    lock_timeout: float = 60.0
+    """Seconds a deploy waits for another deploy on the same device to finish."""
+    min_free_mb: int = 20
+    """Free disk, beyond the release itself, required on the device."""
+    force: bool = False
+    """Replace a different release installed under the same name (the gate check is at packing time)."""
+
+
+@dataclass
+class HostResult:
+    """What happened on one device."""
+
+    target: str
+    status: str
+    reason: str = ""
+    release: str | None = None
+    previous: str | None = None
+    uploaded: int = 0
+    """Bytes sent to the device (tarball, agent, .env)."""
+    seconds: float = 0.0
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "skipped-identical")
+
+
+def preflight(dev: Device, state: dict, payload: Payload, opts: DeployOptions) -> None:
+    """Refuse a device that cannot take the release: architecture, disk, Docker for the default restart."""
+    if state["arch"] not in ARCHES:
+        raise DeployError(f"{dev.label}: unsupported architecture {state['arch']} (supported: {', '.join(ARCHES)}).")
+    need = 2 * payload.tarball.stat().st_size + opts.min_free_mb * 1024 * 1024
+    if state["free"] < need:
+        raise DeployError(f"{dev.label}: only {state['free'] / 2**20:.0f} MiB free in {dev.root}, "
+                          f"{need / 2**20:.0f} MiB needed.")
+    if opts.restart.startswith("docker") and not state["docker"]:
+        raise DeployError(f"{dev.label}: Docker is not installed; install it or pass --restart with your own command.")
+
+
+def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] | None) -> None:
+    """Send the tarball under a temporary name, verify and install it as `releases/<release>`."""
+    remote = f"{dev.incoming}/{payload.release}.{uuid.uuid4().hex[:8]}.part"
+    dev.t.put(payload.tarball, remote, progress)
+    dev.call("install", remote, payload.sha256, payload.release)
+
+
+def restart_and_check(dev: Device, opts: DeployOptions, expect: str) -> tuple[bool, str]:
+    """Run the restart command, then poll the health check until healthy or the timeout."""
+    r = dev.shell(opts.restart, timeout=max(120.0, opts.health_timeout))
+    if r.rc != 0:
+        return False, f"restart failed (exit {r.rc}): {(r.stderr or r.stdout).strip()[-200:]}"
+    answer = dev.call("health", opts.health, "--expect", expect, "--timeout", opts.health_timeout,
+                      "--interval", 0.5, timeout=opts.health_timeout + 60)
+    return answer["healthy"], answer.get("detail", "")
+
+
+def write_env(dev: Device, text: str) -> None:
+    dev.call("write", ".env", stdin=text.encode())
+
+
+def _expect(meta: dict | None) -> str:
+    return f"{meta['name']}/{meta['version']}" if meta else ""
+
+
+def revert(dev: Device, opts: DeployOptions, state: dict, old: dict, why: str, res: HostResult) -> HostResult:
+    """Put back the previous slot pointers and `.env`, restart, and check the old release is healthy."""
+    dev.call("point", opts.slot, old.get("current") or "", old.get("previous") or "")
+    if state["env"] is not None:
+        write_env(dev, state["env"])
+    if not old.get("current"):
+        res.status, res.reason = "failed", f"{why}; no previous release to go back to"
+        return res
+    meta = state["releases"].get(old["current"], {}).get("meta")
+    healthy, detail = restart_and_check(dev, opts, _expect(meta))
+    res.status = "rolled-back" if healthy else "failed"
+    res.reason = f"{why}; back on {old['current']}" + ("" if healthy else f", which is unhealthy too ({detail})")
+    return res
+
+
+def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
+                  progress: Callable[[int, int], None] | None = None) -> HostResult:
+    """Deploy `payload` to one device; returns its result (user-facing failures raise `DeployError`)."""
+    res = HostResult(dev.label, "failed", release=payload.release)
+    dev.install_agent()
+    with device_lock(dev, opts.lock_timeout):
+        dev.call("clean")
+        state = dev.call("state")
+        preflight(dev, state, payload, opts)
+        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+        res.previous = slot["current"]
+        existing = state["releases"].get(payload.release)
+        same = bool(existing and existing["meta"] and existing["meta"].get("content") == payload.meta["content"])
+        new_env = envfile.merge(state["env"], {**env_for(payload.meta, dev.root, opts.slot), **opts.env})
+        if same and slot["current"] == payload.release and new_env == (state["env"] or ""):
+            res.status, res.reason, res.previous = "skipped-identical", "already current", slot["previous"]
+            return res
+        if existing and not same and not opts.force:
+            raise DeployError(f"{dev.label}: {payload.release} is installed with different content; "
+                              f"give the bundle a new version or pass --force.")
+        if not same:
+            upload(dev, payload, progress)
+            res.steps.append("uploaded")
+            state["releases"][payload.release] = {"meta": payload.meta}
+        write_env(dev, new_env)
+        if slot["current"] != payload.release:
+            dev.call("point", opts.slot, payload.release, slot["current"] or "")
+        healthy, detail = restart_and_check(dev, opts, payload.expect)
+        if not healthy:
+            return revert(dev, opts, state, slot, f"health check failed: {detail}", res)
+        pruned = dev.call("prune", opts.keep)["removed"]
+        res.status = "ok"
+        res.reason = "reused the release already on the device" if same else ""
+        if pruned:
+            res.reason = (res.reason + "; " if res.reason else "") + f"removed {', '.join(pruned)}"
+        return res
+
+
+def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
+    """Switch the slot to its previous release, rewrite `.env` for it, restart and check health."""
+    res = HostResult(dev.label, "failed")
+    dev.install_agent()
+    with device_lock(dev, opts.lock_timeout):
+        state = dev.call("state")
+        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+        if not slot["previous"]:
+            raise DeployError(f"{dev.label}: {opts.slot} has no previous release to roll back to.")
+        meta = state["releases"].get(slot["previous"], {}).get("meta")
+        if not meta:
+            raise DeployError(f"{dev.label}: the previous release {slot['previous']} is no longer on the device.")
+        res.release, res.previous = slot["previous"], slot["current"]
+        dev.call("point", opts.slot, slot["previous"], slot["current"] or "")
+        write_env(dev, envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env}))
+        healthy, detail = restart_and_check(dev, opts, _expect(meta))
+        if not healthy:
+            swapped = {"current": slot["current"], "previous": slot["previous"]}
+            return revert(dev, opts, state, swapped, f"{slot['previous']} is unhealthy: {detail}", res)
+        res.status = "ok"
+        return res
+
+
+def timed(fn: Callable[[], HostResult], label: str) -> HostResult:
+    """Run one device's work; a failure becomes a `failed` result instead of stopping the fleet."""
+    start = time.monotonic()
+    try:
+        res = fn()
+    except DeployError as e:
+        res = HostResult(label, "failed", str(e).removeprefix(f"{label}: ").rstrip("."))
+    except Exception as e:  # transport errors and bugs alike: one host never hides the others
+        log.debug("%s failed", label, exc_info=True)
+        res = HostResult(label, "failed", str(e).removeprefix(f"{label}: ").rstrip(".") or type(e).__name__)
+    res.seconds = time.monotonic() - start
+    return res
+
+
+def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> HostResult:
+    """Set `.env` keys (others kept), restart, check health; restore the old `.env` if unhealthy."""
+    res = HostResult(dev.label, "failed")
+    dev.install_agent()
+    with device_lock(dev, opts.lock_timeout):
+        state = dev.call("state")
+        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+        res.release, res.previous = slot["current"], slot["previous"]
+        new_env = envfile.merge(state["env"], env)
+        if new_env == (state["env"] or ""):
+            res.status, res.reason = "skipped-identical", ".env already has these values"
+            return res
+        write_env(dev, new_env)
+        meta = state["releases"].get(slot["current"] or "", {}).get("meta")
+        healthy, detail = restart_and_check(dev, opts, _expect(meta))
+        if healthy:
+            res.status = "ok"
+            return res
+        return revert(dev, opts, state, slot, f"health check failed with the new .env: {detail}", res)
