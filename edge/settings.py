@@ -1,0 +1,196 @@
+"""Device settings, read once from `.env` and the environment.
+
+The wake-word and model names are the ones users of the seed project already have in their `.env`
+(`OPENWAKEWORD_MODEL_PATHS`, `OPENWAKEWORD_THRESHOLD`, `MODEL_PATH`, ...); `edgekit calibrate` writes
+`OPENWAKEWORD_THRESHOLD`, `OPENWAKEWORD_PATIENCE` and `OPENWAKEWORD_REFRACTORY`. Everything new is
+`EDGEKIT_*`. An invalid value stops the service at start with one sentence naming the setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from edgekit.errors import UserError
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class EdgeSettings(BaseSettings):
+    """Everything `edgekit serve` needs, with the environment variable names users set."""
+
+    # Unknown keys are ignored because a release's .env also holds other tools' settings; misspelt
+    # OPENWAKEWORD_*/EDGEKIT_* keys are caught by `load_settings` instead.
+    model_config = SettingsConfigDict(extra="ignore", env_file=None, populate_by_name=True)
+
+    # --- wake word (the seed's names) ---
+    wakeword_models: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias=_alias("OPENWAKEWORD_MODEL_PATHS"))
+    """Comma list of wake-word model files (.onnx/.tflite) or wake-word bundle folders; empty = no wake word."""
+    wakeword_threshold: float = Field(0.5, ge=0.0, le=1.0, validation_alias=_alias("OPENWAKEWORD_THRESHOLD"))
+    """Score at or above which an 80 ms frame counts as hot."""
+    wakeword_vad_threshold: float = Field(0.0, ge=0.0, le=1.0,
+                                          validation_alias=_alias("OPENWAKEWORD_VAD_THRESHOLD"))
+    """Silero VAD gate (0 = off): scores are zeroed while the VAD sees no speech."""
+    wakeword_patience: int = Field(1, ge=1, le=50, validation_alias=_alias("OPENWAKEWORD_PATIENCE"))
+    """Consecutive hot frames needed for a detection."""
+    wakeword_refractory_s: float = Field(2.0, ge=0.0, le=60.0,
+                                         validation_alias=_alias("OPENWAKEWORD_REFRACTORY"))
+    """Seconds after a detection during which the same model cannot fire again."""
+    wakeword_noise_suppression: bool = Field(False,
+                                             validation_alias=_alias("OPENWAKEWORD_NOISE_SUPPRESSION"))
+    """Speex noise suppression (needs speexdsp-ns, Linux only)."""
+    wakeword_framework: Literal["onnx", "tflite"] | None = Field(
+        None, validation_alias=_alias("OPENWAKEWORD_INFERENCE_FRAMEWORK"))
+    """Runtime for the wake-word models; default: the suffix of the first model file."""
+    feature_dir: Path | None = Field(None, validation_alias=_alias("EDGEKIT_FEATURE_DIR"))
+    """Folder with openWakeWord's melspectrogram and embedding models; default: the known locations."""
+
+    # --- audio ---
+    audio_source: str = Field("mic", validation_alias=_alias("EDGEKIT_AUDIO_SOURCE"))
+    """Where audio comes from: mic, wav or stdin."""
+    audio_device: str | None = Field(None, validation_alias=_alias("EDGEKIT_AUDIO_DEVICE"))
+    """Microphone: input device index or part of its name; default: the system default input."""
+    audio_path: Annotated[list[Path], NoDecode] = Field(default_factory=list,
+                                                        validation_alias=_alias("EDGEKIT_AUDIO_PATH"))
+    """wav source: comma list of WAV files or folders of WAV files, played in order."""
+    audio_realtime: bool = Field(False, validation_alias=_alias("EDGEKIT_AUDIO_REALTIME"))
+    """wav source: pace the frames at real time instead of as fast as possible."""
+
+    # --- camera classification (the seed's names for the model) ---
+    model_path: Path | None = Field(None, validation_alias=_alias("MODEL_PATH"))
+    """Image classifier: a bundle folder (e.g. /opt/edgekit/current) or a model file inside one."""
+    model_framework: Literal["onnx", "tflite"] = Field("onnx", validation_alias=_alias("MODEL_FRAMEWORK"))
+    """Runtime for the classifier when MODEL_PATH is a bundle folder."""
+    model_quantized: bool = Field(True, validation_alias=_alias("EDGEKIT_MODEL_INT8"))
+    """Prefer the bundle's accepted int8 file over fp32 when it has one."""
+    camera_source: str | None = Field(None, validation_alias=_alias("EDGEKIT_CAMERA_SOURCE"))
+    """Where frames come from: picamera2, opencv or folder; empty = no camera loop (API only)."""
+    camera: str | None = Field(None, validation_alias=_alias("EDGEKIT_CAMERA"))
+    """opencv: device index or video file; folder: the image folder; picamera2: camera number."""
+    camera_fps: float = Field(1.0, ge=0.0, le=60.0, validation_alias=_alias("EDGEKIT_CAMERA_FPS"))
+    """Classifications per second in `interval` mode."""
+    classify_trigger: Literal["interval", "wakeword"] = Field(
+        "interval", validation_alias=_alias("EDGEKIT_CLASSIFY_TRIGGER"))
+    """When the camera loop classifies: at camera_fps, or once after each wake-word detection."""
+    class_thresholds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict, validation_alias=_alias("EDGEKIT_CLASS_THRESHOLDS"))
+    """Per-class thresholds `label=0.6,other=0.4` (`default=` for the rest); override the bundle's."""
+    save_frames: bool = Field(False, validation_alias=_alias("EDGEKIT_SAVE_FRAMES"))
+    """Save each classified camera frame as a JPEG beside its event."""
+    threads: int = Field(1, ge=1, le=16, validation_alias=_alias("EDGEKIT_THREADS"))
+    """Inference threads per model."""
+
+    # --- API ---
+    api_host: str = Field("127.0.0.1", validation_alias=_alias("EDGEKIT_API_HOST"))
+    """Address the HTTP API binds; 0.0.0.0 exposes it to the network."""
+    api_port: int = Field(8000, ge=0, le=65535, validation_alias=_alias("EDGEKIT_API_PORT"))
+    """Port of the HTTP API."""
+    api_token: str | None = Field(None, validation_alias=_alias("EDGEKIT_API_TOKEN"))
+    """Bearer token required on every endpoint except /health; empty = no authentication."""
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, validation_alias=_alias("EDGEKIT_MAX_UPLOAD_BYTES"))
+    """Largest image /predict accepts (413 above)."""
+
+    # --- events and retention ---
+    data_dir: Path = Field(Path("data"), validation_alias=_alias("EDGEKIT_DATA_DIR"))
+    """Folder for events.jsonl, events.sqlite and saved frames."""
+    retention_count: int = Field(100_000, ge=1, validation_alias=_alias("EDGEKIT_RETENTION_COUNT"))
+    """Keep at most this many events (oldest go first, with their frames)."""
+    retention_days: float = Field(30.0, gt=0, validation_alias=_alias("EDGEKIT_RETENTION_DAYS"))
+    """Delete events older than this."""
+    retention_min_free_mb: float = Field(200.0, ge=0, validation_alias=_alias("EDGEKIT_RETENTION_MIN_FREE_MB"))
+    """Delete the oldest saved frames while the data disk has less free space than this."""
+
+    @field_validator("wakeword_models", "audio_path", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [Path(p.strip()).expanduser() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("class_thresholds", mode="before")
+    @classmethod
+    def _pairs(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            label, sep, value = item.partition("=")
+            if not sep or not label.strip():
+                raise ValueError(f"expected label=value pairs, got {item!r}")
+            out[label.strip()] = value.strip()
+        return out
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _in_unit(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not 0.0 <= x <= 1.0]
+        if bad:
+            raise ValueError(f"thresholds must be in [0, 1] ({', '.join(bad)})")
+        return v
+
+    @field_validator("audio_device", "camera_source", "camera", "api_token", "model_path", "feature_dir",
+                     "wakeword_framework", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _sources_known(self) -> EdgeSettings:
+        from edgekit.edge.audio import AUDIO_SOURCES
+        from edgekit.edge.camera import CAMERA_SOURCES
+        from edgekit.edge.sources import pick
+
+        pick("EDGEKIT_AUDIO_SOURCE", self.audio_source, AUDIO_SOURCES)
+        if self.camera_source is not None:
+            pick("EDGEKIT_CAMERA_SOURCE", self.camera_source, CAMERA_SOURCES)
+        return self
+
+
+ENV_NAMES = {name: f.validation_alias.choices[0] for name, f in EdgeSettings.model_fields.items()}
+"""Field name → the environment variable that sets it."""
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: object) -> EdgeSettings:
+    """Read settings from `env_file` (if given), the environment and `overrides` (by field name).
+
+    Raises:
+        UserError: naming the first invalid setting, or a missing env file.
+    """
+    if env_file is not None:
+        _check_env_file(Path(env_file))
+    try:
+        return EdgeSettings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        name = ENV_NAMES.get(loc, loc.upper())
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if isinstance(err.get("input"), str | int | float) else ""
+        raise UserError(f"Setting {name} is invalid: {msg}{got}.")
+
+
+_OURS = ("OPENWAKEWORD_", "EDGEKIT_", "MODEL_")
+
+
+def _check_env_file(path: Path) -> None:
+    """A missing file or a misspelt setting name in it is a user error, not a silent default.
+
+    Other tools keep their own keys in the same file, so only near-misses of our names are errors.
+    """
+    if not path.is_file():
+        raise UserError(f"Settings file {path} does not exist.")
+    from dotenv import dotenv_values
+
+    known = set(ENV_NAMES.values())
+    for key in dotenv_values(path):
+        if key.upper().startswith(_OURS) and key.upper() not in known:
+            close = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.85)
+            if close:
+                raise UserError(f"Setting {key} in {path} is not a known setting (did you mean {close[0]}?).")
