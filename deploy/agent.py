@@ -13,6 +13,8 @@ Layout under the device root:
 
 from __future__ import annotations
 
+# Heavy modules (tarfile, urllib, subprocess) are imported where used: every call starts a fresh
+# interpreter, and on a Pi Zero an unused import of urllib.request costs a visible fraction of a second.
 import argparse
 import fcntl
 import hashlib
@@ -20,11 +22,8 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import tarfile
 import time
-import urllib.request
 
 META = ".release.json"
 
@@ -92,8 +91,12 @@ def _slots(root: str) -> dict:
 
 
 def cmd_state(a) -> None:
-    """Everything a deploy needs to decide: machine, disk, tools, releases, slots, .env."""
+    """Everything a deploy needs to decide: machine, disk, tools, releases, slots, .env.
+
+    With --clean (only under the lock), first remove what a dead deploy left behind.
+    """
     os.makedirs(a.root, exist_ok=True)
+    removed = _clean(a.root) if a.clean else []
     env_path = os.path.join(a.root, ".env")
     env = None
     if os.path.isfile(env_path):
@@ -102,7 +105,7 @@ def cmd_state(a) -> None:
     _emit({
         "ok": True, "arch": platform.machine(), "python": platform.python_version(),
         "free": shutil.disk_usage(a.root).free, "docker": shutil.which("docker") is not None,
-        "releases": _releases(a.root), "slots": _slots(a.root), "env": env,
+        "releases": _releases(a.root), "slots": _slots(a.root), "env": env, "cleaned": removed,
     })
 
 
@@ -124,11 +127,11 @@ def cmd_lock(a) -> None:
     sys.stdin.read()  # returns at EOF: the client released the lock or went away
 
 
-def cmd_clean(a) -> None:
-    """Remove what a dead deploy left: uploads in flight and half-extracted releases. Run under the lock."""
+def _clean(root: str) -> list:
+    """Remove what a dead deploy left: uploads in flight and half-extracted releases."""
     removed = []
-    inc = os.path.join(a.root, ".edgekit", "incoming")
-    for d, pattern in ((inc, None), (os.path.join(a.root, "releases"), ".tmp")):
+    inc = os.path.join(root, ".edgekit", "incoming")
+    for d, pattern in ((inc, None), (os.path.join(root, "releases"), ".tmp")):
         if not os.path.isdir(d):
             continue
         for name in os.listdir(d):
@@ -136,10 +139,10 @@ def cmd_clean(a) -> None:
                 p = os.path.join(d, name)
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
                 removed.append(name)
-    _emit({"ok": True, "removed": removed})
+    return removed
 
 
-def _safe_members(tar: tarfile.TarFile, dest: str) -> list:
+def _safe_members(tar, dest: str) -> list:
     """Refuse absolute names, `..`, device files and links that point outside `dest`."""
     dest = os.path.realpath(dest)
     members = tar.getmembers()
@@ -176,6 +179,8 @@ def _check_files(folder: str) -> None:
 
 def cmd_install(a) -> None:
     """Verify the uploaded tarball, extract it into releases/<name>.tmp, check files, rename into place."""
+    import tarfile
+
     if _sha256(a.tar) != a.sha256:
         os.unlink(a.tar)
         _fail("the uploaded tarball's sha256 does not match what was sent (corrupted in transit); refused")
@@ -267,6 +272,8 @@ def cmd_prune(a) -> None:
 
 
 def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - the user's own device URL
             body = r.read().decode("utf-8", "replace")
@@ -278,6 +285,8 @@ def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
 
 
 def _healthy_cmd(cmd: str, root: str, expect: str) -> tuple[bool, str]:
+    import subprocess
+
     env = dict(os.environ, EDGEKIT_EXPECT_VERSION=expect, EDGEKIT_ROOT=root)
     try:
         p = subprocess.run(["sh", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=30)
@@ -304,8 +313,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="edgekit-agent")
     p.add_argument("root")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("state")
-    sub.add_parser("clean")
+    s = sub.add_parser("state")
+    s.add_argument("--clean", action="store_true")
     s = sub.add_parser("lock")
     s.add_argument("--timeout", type=float, default=60.0)
     s = sub.add_parser("install")

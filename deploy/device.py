@@ -31,19 +31,23 @@ class Device:
         self.root = root
         self.agent = f"{root.rstrip('/')}/.edgekit/agent-{AGENT_ID}.py"
         self.incoming = f"{root.rstrip('/')}/.edgekit/incoming"
+        self.python = "python3"
 
     @property
     def label(self) -> str:
         return self.t.target.label
 
     def install_agent(self) -> None:
-        """Check python3 is there and the agent of this edgekit version is installed; send it if not."""
-        check = f"command -v python3 >/dev/null 2>&1 || exit 9; test -f {shlex.quote(self.agent)} && echo present"
+        """Find python3 and check the agent of this edgekit version is installed; send it if not."""
+        # The interpreter's real path, once: later calls skip wrappers such as pyenv shims (~0.5 s each).
+        check = (f"p=$(python3 -c 'import sys; print(sys.executable)') || exit 9; echo \"$p\"; "
+                 f"test -f {shlex.quote(self.agent)} && echo present")
         r = self.t.run(check, timeout=60)
         if r.rc == 9:
             raise DeployError(f"{self.label}: python3 is not installed on the device (apt install python3).")
-        if r.rc not in (0, 1):
+        if r.rc not in (0, 1) or not r.stdout.strip():
             raise DeployError(f"{self.label}: cannot run commands on the device: {(r.stderr or r.stdout).strip()}")
+        self.python = r.stdout.splitlines()[0].strip() or "python3"
         if "present" in r.stdout:
             return
         folder = shlex.quote(str(Path(self.agent).parent))
@@ -55,7 +59,7 @@ class Device:
 
     def command(self, sub: str, *args: str | float | int) -> str:
         """The shell line that runs the agent's `sub` with `args`, every word quoted."""
-        return shlex.join(["python3", self.agent, self.root, sub, *(str(a) for a in args)])
+        return shlex.join([self.python, "-S", self.agent, self.root, sub, *(str(a) for a in args)])
 
     def call(self, sub: str, *args: str | float | int, stdin: bytes | None = None, timeout: float = 300.0) -> dict:
         """Run an agent subcommand and return its JSON answer; a failure raises `DeployError`."""

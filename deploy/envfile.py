@@ -17,8 +17,10 @@ _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 
 def _unquote(raw: str) -> str:
     raw = raw.strip()
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
         return raw[1:-1]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r'\\(["\\])', r"\1", raw[1:-1])
     return raw.split(" #", 1)[0].rstrip()
 
 

@@ -129,8 +129,7 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
     res = HostResult(dev.label, "failed", release=payload.release)
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout):
-        dev.call("clean")
-        state = dev.call("state")
+        state = dev.call("state", "--clean")
         preflight(dev, state, payload, opts)
         slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
         res.previous = slot["current"]
@@ -166,7 +165,7 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
     res = HostResult(dev.label, "failed")
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout):
-        state = dev.call("state")
+        state = dev.call("state", "--clean")
         slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
         if not slot["previous"]:
             raise DeployError(f"{dev.label}: {opts.slot} has no previous release to roll back to.")
@@ -203,7 +202,7 @@ def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> H
     res = HostResult(dev.label, "failed")
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout):
-        state = dev.call("state")
+        state = dev.call("state", "--clean")
         slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
         res.release, res.previous = slot["current"], slot["previous"]
         new_env = envfile.merge(state["env"], env)

@@ -168,3 +168,40 @@ def device_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "restart.sh").write_text(RESTART_SH)
     return path
+
+
+# ---- pytest fixtures (import them into a test module to use them) -------------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory) -> Path:
+    """The test client's private key (ed25519, no passphrase)."""
+    why = available()
+    if why:
+        pytest.skip(why)
+    return keygen(tmp_path_factory.mktemp("client") / "id_ed25519")
+
+
+@pytest.fixture
+def sshd_factory(tmp_path, client_key):
+    """Start real sshd servers on free ports: `sshd_factory()` → SSHD; all stopped after the test."""
+    servers: list[SSHD] = []
+
+    def start() -> SSHD:
+        s = SSHD(tmp_path / f"sshd{len(servers)}", client_key)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def known_hosts(tmp_path) -> Path:
+    """An empty known_hosts file for the test (servers are trusted by appending their line)."""
+    p = tmp_path / "known_hosts"
+    p.write_text("")
+    return p

@@ -1,0 +1,183 @@
+"""Deploy to `local:PATH` (the same agent and steps as over SSH), plus the pure parts: .env and targets."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from sshd import HEALTH_CMD, device_dir, make_bundle
+
+from edgekit.cli import main
+from edgekit.deploy import api, envfile
+from edgekit.deploy.device import DeployError, Device
+from edgekit.deploy.targets import Inventory, expand, parse_target
+from edgekit.deploy.transport import LocalTransport
+from edgekit.errors import UserError
+
+RUN = ["--restart", "sh restart.sh", "--health", HEALTH_CMD, "--health-timeout", "1"]
+KW = {"restart": "sh restart.sh", "health": HEALTH_CMD, "health_timeout": 1}
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    """Tables in one line per host, so the tests can read them."""
+    from edgekit.console import console
+
+    monkeypatch.setattr(console, "width", 250)
+
+
+def cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_env_merge_keeps_what_the_user_wrote():
+    text = '# my settings\nexport API_TOKEN="s3cret value"\nMODEL_PATH=/old/model.onnx\n\nDATA_DIR=/data # local\n'
+    merged = envfile.merge(text, {"MODEL_PATH": "/opt/edgekit/current/m.onnx", "MODEL_FRAMEWORK": "onnx"})
+    lines = merged.splitlines()
+    assert lines[:2] == ["# my settings", 'export API_TOKEN="s3cret value"']
+    assert lines[2] == "MODEL_PATH=/opt/edgekit/current/m.onnx"  # edited in place, order kept
+    assert "DATA_DIR=/data # local" in lines and lines[-1] == "MODEL_FRAMEWORK=onnx"
+    parsed = envfile.parse(merged)
+    assert parsed["API_TOKEN"] == "s3cret value" and parsed["DATA_DIR"] == "/data"
+    assert envfile.merge(merged, {"MODEL_FRAMEWORK": "onnx"}) == merged  # idempotent
+    for value in ('a "b" c', "back\\slash", "", "#not-a-comment"):
+        assert envfile.parse(envfile.merge("", {"X": value}))["X"] == value
+    with pytest.raises(UserError):
+        envfile.merge("", {"BAD KEY": "1"})
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        envfile.parse_assignments(["NOVALUE"])
+
+
+def test_targets_and_inventory_groups():
+    t = parse_target("pi@raspberry:2222")
+    assert (t.kind, t.user, t.host, t.port, t.root) == ("ssh", "pi", "raspberry", 2222, "/opt/edgekit")
+    assert parse_target("local:dev").kind == "local" and Path(parse_target("local:dev").root).is_absolute()
+    for bad in ("pi@host:99999", "pi@ho st", "local:"):
+        with pytest.raises(UserError):
+            parse_target(bad)
+    inv = Inventory(root="/srv/ek", groups={"kitchen": ["pi@a", "pi@b:2200"], "lab": ["pi@a"]})
+    hosts = expand(["kitchen", "lab", "pi@c"], inv)
+    assert [h.label for h in hosts] == ["pi@a", "pi@b:2200", "pi@c"] and hosts[0].root == "/srv/ek"
+    with pytest.raises(UserError, match="Did you mean 'kitchen'"):
+        expand(["kitchn"], inv)
+
+
+def test_local_deploy_redeploy_rollback_status(tmp_path, capsys):
+    models = tmp_path / "models"
+    b1, b2, b3 = (make_bundle(models, version=v) for v in ("v1", "v2", "v3"))
+    dev = device_dir(tmp_path / "dev")
+    (dev / ".env").write_text("API_TOKEN=keepme\n")
+    target = f"local:{dev}"
+
+    assert cli("deploy", target, str(b1.path), "--format", "onnx", *RUN, "--env", "CAMERA_FPS=2") == 0
+    assert os.readlink(dev / "current") == "releases/waste-v1-onnx"  # relative: works inside a container too
+    env = envfile.parse((dev / ".env").read_text())
+    assert env == {"API_TOKEN": "keepme", "MODEL_PATH": f"{dev}/current/model.onnx", "MODEL_FRAMEWORK": "onnx",
+                   "CAMERA_FPS": "2"}
+    assert (dev / "current" / "model.onnx").read_bytes() == (b1.path / "model.onnx").read_bytes()
+    assert not (dev / "current" / "checkpoint.pt").exists()  # only the deployed format travels
+
+    again = api.deploy([target], b1, fmt="onnx", env={"CAMERA_FPS": "2"}, **KW)
+    assert again.results[0].status == "skipped-identical" and again.results[0].uploaded == 0
+
+    (dev / "broken").write_text("waste/v2\n")
+    assert cli("deploy", target, str(b2.path), "-f", "onnx", *RUN) == 1
+    out = capsys.readouterr().out
+    assert "rolled-back" in out and "health check failed" in out
+    assert os.readlink(dev / "current") == "releases/waste-v1-onnx" and (dev / "running").read_text() == "waste/v1\n"
+    assert not list((dev / "releases").glob("*.tmp"))
+
+    (dev / "broken").unlink()
+    for b in (b2, b3):
+        assert api.deploy([target], b, fmt="onnx", keep=2, **KW).ok
+    assert sorted(p.name for p in (dev / "releases").iterdir()) == ["waste-v2-onnx", "waste-v3-onnx"]
+
+    assert cli("rollback", target, "--restart", "sh restart.sh", "--health", HEALTH_CMD) == 0
+    assert os.readlink(dev / "current") == "releases/waste-v2-onnx" and (dev / "running").read_text() == "waste/v2\n"
+    capsys.readouterr()
+    assert cli("status", target, "--health", HEALTH_CMD) == 0
+    out = capsys.readouterr().out
+    assert "waste-v2-onnx" in out and "waste-v3-onnx" in out and "healthy" in out
+
+
+def test_rejected_model_needs_force_and_wakeword_env(tmp_path, capsys):
+    bad = make_bundle(tmp_path / "models", name="alexa", status="rejected", task="wakeword")
+    dev = device_dir(tmp_path / "dev")
+    (dev / ".env").write_text("MODEL_PATH=/opt/edgekit/classifier.onnx\n")
+    with pytest.raises(UserError, match="rejected by the export gate"):
+        api.deploy([f"local:{dev}"], bad, fmt="onnx", **KW)
+    assert cli("deploy", f"local:{dev}", str(bad.path), "--format", "onx") == 2
+    assert "Did you mean 'onnx'" in capsys.readouterr().err
+    assert not (dev / "releases").exists()
+    assert api.deploy([f"local:{dev}"], bad, fmt="tflite-int8", force=True, slot="wakeword", **{
+        **KW, "health": 'test -f "$EDGEKIT_ROOT/wakeword/model_int8.tflite"'}).ok
+    env = envfile.parse((dev / ".env").read_text())
+    assert env["OPENWAKEWORD_MODEL_PATHS"] == f"{dev}/wakeword/model_int8.tflite"
+    assert env["OPENWAKEWORD_THRESHOLD"] == "0.62" and env["MODEL_FRAMEWORK"] == "tflite"
+    assert env["MODEL_PATH"] == "/opt/edgekit/classifier.onnx"  # the other model's setting is untouched
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+@pytest.mark.parametrize("members", [
+    [(_member("../evil.txt"), b"x")],
+    [(_member("/tmp/evil-abs.txt"), b"x")],
+    [(_member("ok/../../evil.txt"), b"x")],
+    [(_member("escape", tarfile.SYMTYPE, "../../outside"), None)],
+    [(_member("abs-link", tarfile.SYMTYPE, "/etc/passwd"), None)],
+    [(_member("hard", tarfile.LNKTYPE, "../../etc/passwd"), None)],
+    [(_member("fifo", tarfile.FIFOTYPE), None)],
+], ids=["dotdot", "absolute", "nested-dotdot", "symlink-out", "symlink-abs", "hardlink-out", "fifo"])
+def test_path_traversal_tarball_refused(tmp_path, members):
+    import hashlib
+
+    dev = device_dir(tmp_path / "dev")
+    device = Device(LocalTransport(parse_target(f"local:{dev}")), str(dev))
+    device.install_agent()
+    data = _tar([*members, (_member(".release.json"), json.dumps({"files": []}).encode()),
+                 (_member("manifest.json"), b'{"files": {}}')])
+    upload = dev / ".edgekit" / "incoming" / "evil.part"
+    upload.write_bytes(data)
+    with pytest.raises(DeployError, match="refused"):
+        device.call("install", str(upload), hashlib.sha256(data).hexdigest(), "evil-v1-onnx")
+    assert not (dev / "releases" / "evil-v1-onnx").exists() and not (dev / "releases" / "evil-v1-onnx.tmp").exists()
+    assert not (tmp_path / "evil.txt").exists() and not (dev / "evil.txt").exists()
+
+
+def test_apply_env_restores_old_env_when_unhealthy(tmp_path):
+    b1 = make_bundle(tmp_path / "models")
+    dev = device_dir(tmp_path / "dev")
+    assert api.deploy([f"local:{dev}"], b1, **KW).ok
+    before = (dev / ".env").read_text()
+    good = api.apply_env([f"local:{dev}"], {"OPENWAKEWORD_THRESHOLD": "0.7"}, restart="sh restart.sh",
+                         health=HEALTH_CMD)
+    assert good.ok and envfile.parse((dev / ".env").read_text())["OPENWAKEWORD_THRESHOLD"] == "0.7"
+    assert envfile.parse((dev / ".env").read_text())["MODEL_PATH"] == envfile.parse(before)["MODEL_PATH"]
+    after_good = (dev / ".env").read_text()
+    check = 'grep -q "OPENWAKEWORD_THRESHOLD=0.7$" .env'  # healthy only with the old value
+    bad = api.apply_env([f"local:{dev}"], {"OPENWAKEWORD_THRESHOLD": "0.1"}, restart="true", health=check,
+                        health_timeout=0.5)
+    assert not bad.ok and bad.results[0].status == "rolled-back"
+    assert (dev / ".env").read_text() == after_good
