@@ -16,6 +16,26 @@ def _not_built(what: str) -> None:
     raise UserError(f"`edgekit {what}` is not built yet.")
 
 
+def _numbers(text: str, option: str) -> list[float]:
+    """A comma list of numbers from an option, or a `UserError` naming the option."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"Option {option} takes comma-separated numbers, got {text!r}.")
+
+
+def _build(cls: type, **fields: object) -> object:
+    """A config object from options; a validation error names the option in one sentence."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "an option"
+        raise UserError(f"Option {option}: {err['msg']}.")
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     data, record, calibrate = groups["data"], groups["record"], groups["calibrate"]
 
@@ -63,19 +83,65 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         print_summary(session)
 
     @record.command("ambient")
-    def record_ambient() -> None:
-        """Record ambient audio in chunks for wake-word calibration."""
-        _not_built("record ambient")
+    def record_ambient(
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for the WAV chunks (numbering continues)."),
+        minutes: float = typer.Option(30.0, help="Minutes to record; FA/h targets need hours (0.5/h: ~7 h)."),
+        chunk_s: float = typer.Option(60.0, "--chunk-s", help="Seconds per chunk: the most a power cut loses."),
+        device: str | None = typer.Option(None, help="Input device index or part of its name."),
+    ) -> None:
+        """Record ambient audio (16 kHz) in chunks for wake-word calibration."""
+        from edgekit.edge.record import AmbientConfig, mic_factory, record_ambient_cli
+
+        record_ambient_cli(_build(AmbientConfig, out=out, minutes=minutes, chunk_s=chunk_s), mic_factory(device))
 
     @record.command("positives")
-    def record_positives() -> None:
-        """Record prompted wake-word utterances."""
-        _not_built("record positives")
+    def record_positives(
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for the trimmed utterances."),
+        prompt: str = typer.Option("say the wake word", help="What to ask for, e.g. 'say: puertocho'."),
+        count: int = typer.Option(20, help="Utterances to record."),
+        seconds: float = typer.Option(2.5, help="Recording window per utterance."),
+        device: str | None = typer.Option(None, help="Input device index or part of its name."),
+    ) -> None:
+        """Record prompted wake-word utterances, trimmed to the speech by energy."""
+        from edgekit.console import console
+        from edgekit.edge.record import PositivesConfig, mic_factory, record_positives
+
+        cfg = _build(PositivesConfig, out=out, prompt=prompt, count=count, seconds=seconds)
+        files = record_positives(cfg, mic_factory(device), say=lambda text: console.print(f"[bold]{text}[/]"))
+        console.print(f"{len(files)} utterance(s) in {out}")
 
     @calibrate.command("wakeword")
-    def calibrate_wakeword() -> None:
-        """Choose threshold/patience/refractory from ambient audio and positives."""
-        _not_built("calibrate wakeword")
+    def calibrate_wakeword(
+        model: str = typer.Option(..., "--model", "-m", help="Wake-word bundle (folder or name) or .onnx/.tflite."),
+        ambient: list[Path] = typer.Option(None, "--ambient", "-a", help="Ambient WAVs or folders (repeatable)."),
+        positives: list[Path] = typer.Option(None, "--positives", "-p", help="Wake-word WAVs or folders."),
+        out: Path = typer.Option(Path("calibration"), "--out", "-o", help="Folder for the results."),
+        target_fa_per_hour: float = typer.Option(0.5, help="False accepts per hour allowed on the ambient audio."),
+        framework: str | None = typer.Option(None, help="onnx or tflite (default: the model file's)."),
+        feature_dir: Path | None = typer.Option(None, help="openWakeWord feature models folder."),
+        patience: str = typer.Option("1,2,3,4", help="Patience values to sweep."),
+        refractory: str = typer.Option("0.5,1,2,3", help="Refractory seconds to sweep."),
+        vad: str = typer.Option("", help="VAD thresholds to sweep, e.g. 0.3,0.5,0.7 (empty: VAD off)."),
+        margin: float = typer.Option(0.1, help="Without positives: added to the lowest passing threshold."),
+        apply: list[str] = typer.Option(None, "--apply", help="Set the .env on these devices (pi@host, local:PATH)."),
+        restart: str | None = typer.Option(None, help="--apply: restart command on the device."),
+        health: str | None = typer.Option(None, help="--apply: health URL or command on the device."),
+    ) -> None:
+        """Choose threshold/patience/refractory (and VAD) from ambient audio and positives."""
+        from edgekit.edge.calibrate_wakeword import WakewordCalibration, print_summary, run_calibration
+        from edgekit.edge.calibration_apply import apply_to_devices
+
+        if not ambient:
+            raise UserError("No ambient audio: pass --ambient with recordings of the site (edgekit record ambient).")
+        cfg = _build(
+            WakewordCalibration, model=model, ambient=ambient, positives=positives or [], out=out, framework=framework,
+            feature_dir=feature_dir, target_fa_per_hour=target_fa_per_hour, margin=margin,
+            patiences=[int(v) for v in _numbers(patience, "--patience")],
+            refractories=_numbers(refractory, "--refractory"), vad_thresholds=_numbers(vad, "--vad"))
+        result = run_calibration(cfg)
+        print_summary(result)
+        if apply:
+            apply_to_devices(apply, result["env"], restart=restart, health=health)
 
     @calibrate.command("classifier")
     def calibrate_classifier() -> None:
