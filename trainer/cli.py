@@ -5,6 +5,8 @@ Only wiring: options become a config object and a function call; heavy imports h
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from edgekit.errors import UserError
@@ -37,9 +39,45 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _not_built("train waste")
 
     @train.command("wakeword")
-    def train_wakeword() -> None:
+    def train_wakeword(
+        phrase: list[str] = typer.Option(None, "--phrase", help="Wake phrase; repeat for variants."),
+        lang: str = typer.Option(None, help="Language of the phrase: en or es (default en)."),
+        n_positive: int = typer.Option(None, help="Synthetic positive clips (default 2000)."),
+        negatives: list[Path] = typer.Option(None, "--negatives", help="Folder of your own negative audio."),
+        negative_phrase: list[str] = typer.Option(None, "--negative-phrase", help="Phrase that must not fire."),
+        background: list[Path] = typer.Option(None, "--background", help="Folder of noise to mix in; repeatable."),
+        engine: list[str] = typer.Option(None, "--engine", help="TTS engine (espeak-ng, festival, flite, piper); "
+                                         "default: every installed one."),
+        piper_voice: list[Path] = typer.Option(None, "--piper-voice", help="Piper voice model (.onnx)."),
+        config: Path = typer.Option(None, "--config", help="YAML config (training_config.yaml keys)."),
+        preset: str = typer.Option("default", help="Starting settings: default, or quick (demo, ≤5 min)."),
+        epochs: int = typer.Option(None, help="Maximum epochs."),
+        batch_size: int = typer.Option(None, help="Windows per step."),
+        lr: float = typer.Option(None, "--lr", help="Peak learning rate (OneCycle)."),
+        patience: int = typer.Option(None, help="Early-stopping patience in epochs."),
+        target_fa_per_hour: float = typer.Option(None, help="False accepts per hour the threshold must meet."),
+        target_frr: float = typer.Option(None, help="False-reject rate to report against."),
+        arch: str = typer.Option(None, help="Head: wakeword_cnn (default) or wakeword_dnn."),
+        seed: int = typer.Option(None, help="Seed for voices, augmentation and training."),
+        workers: int = typer.Option(None, help="Processes for synthesis and features (0 = all cores)."),
+        cache_dir: Path = typer.Option(None, help="Clip and feature cache folder."),
+        feature_models: Path = typer.Option(None, help="Folder with openWakeWord's melspectrogram/embedding models."),
+        output: str = typer.Option(None, "--output", help="Bundle name (default: the first phrase)."),
+    ) -> None:
         """openWakeWord-compatible wake word from synthetic speech."""
-        _not_built("train wakeword")
+        from edgekit.trainer.wakeword.config import load_config
+        from edgekit.trainer.wakeword.train import train_wakeword as run
+
+        overrides = {
+            "model": {"name": output, "arch": arch},
+            "training": {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
+                         "early_stopping_patience": patience},
+            "data": {"phrases": phrase, "lang": lang, "n_positive": n_positive, "negatives": negatives,
+                     "negative_phrases": negative_phrase, "background": background, "engines": engine,
+                     "piper_voices": piper_voice, "target_fpr": target_fa_per_hour, "target_fnr": target_frr},
+            "seed": seed, "workers": workers, "cache_dir": cache_dir,
+        }
+        run(load_config(config, preset, overrides), oww_folder=feature_models)
 
     from edgekit.trainer.models import ARCHS
 
@@ -97,12 +135,55 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
         train_sequence(cfg)
 
+    _register_export(app)
+
+
+def _config(cls, **fields):
+    """Build a pydantic config; a bad value becomes one sentence naming the option."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
+
+
+def _register_export(app: typer.Typer) -> None:
+    from edgekit.trainer.formats import help_text
+
+    def split(text: str | None) -> list[str]:
+        return [t.strip() for t in (text or "").split(",") if t.strip()]
+
     @app.command("export")
-    def export() -> None:
-        """Export a bundle to ONNX/TFLite (fp32, int8) with an accuracy gate."""
-        _not_built("export")
+    def export(
+        bundle: str = typer.Argument(..., help="Bundle folder or name (models/waste/v3, waste)."),
+        fmt: str = typer.Option(None, "--format", help=help_text()),
+        calib_samples: int = typer.Option(200, help="Training samples that calibrate int8 (at least 32)."),
+        calib_method: str = typer.Option("minmax", help="onnx-int8 calibration: minmax, entropy or percentile."),
+        max_drop: float = typer.Option(1.0, help="Accuracy points a format may lose before it is rejected."),
+        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency."),
+    ) -> None:
+        """Export a bundle to ONNX/TFLite (fp32, int8) with an accuracy gate.
+
+        Exits 3 when the gate rejects a format (its file stays in the bundle, marked rejected).
+        """
+        from edgekit.trainer.export import ExportConfig, export_bundle
+
+        export_bundle(_config(ExportConfig, bundle=bundle, formats=split(fmt), calib_samples=calib_samples,
+                              calib_method=calib_method, max_drop=max_drop, latency_runs=latency_runs))
 
     @app.command("eval")
-    def evaluate() -> None:
-        """Evaluate any exported format of a bundle on a labeled folder."""
-        _not_built("eval")
+    def evaluate(
+        bundle: str = typer.Argument(..., help="Bundle folder or name."),
+        data: str = typer.Option(None, help="Labeled images (DIR/<class>/) or an .npz with x and y "
+                                            "[default: the bundle's validation split]."),
+        fmt: str = typer.Option(None, "--format", help="Comma-separated formats [default: every exported one]."),
+        threads: int = typer.Option(1, help="Inference threads."),
+        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency."),
+    ) -> None:
+        """Evaluate any exported format of a bundle on a labeled folder, with the export gate's code."""
+        from edgekit.trainer.export import EvalConfig, eval_bundle
+
+        eval_bundle(_config(EvalConfig, bundle=bundle, data=data, formats=split(fmt), threads=threads,
+                            latency_runs=latency_runs))
