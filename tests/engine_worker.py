@@ -95,14 +95,26 @@ class Trace:
         time.sleep(self.sleep_s)
 
 
-def run(run_dir: Path, hooks=None, weighted: bool = False, **overrides) -> tuple[torch.nn.Module, FitResult]:
+def run(
+    run_dir: Path, hooks=None, weighted: bool = False, evaluate=eval_fn, **overrides
+) -> tuple[torch.nn.Module, FitResult]:
     """Build the tiny model and fit it in `run_dir`; `overrides` go into FitConfig."""
     torch.set_num_threads(1)
     seed_everything(0)
     model = build_model()
     settings = {"epochs": 6, "batch_size": 8, "device": "cpu", "patience": 0, "oom_cooldown_s": 0.0, **overrides}
-    result = fit(model, TinyData(weighted), step_fn, eval_fn, make_optimizer, make_schedule,
-                 FitConfig(**settings), run_dir, hooks=hooks, task_config={"task": "tiny"})
+    result = fit(
+        model,
+        TinyData(weighted),
+        step_fn,
+        evaluate,
+        make_optimizer,
+        make_schedule,
+        FitConfig(**settings),
+        run_dir,
+        hooks=hooks,
+        task_config={"task": "tiny"},
+    )
     return model, result
 
 

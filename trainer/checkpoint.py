@@ -68,8 +68,11 @@ def restore_rng(rng: dict[str, Any]) -> None:
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
         else:
-            log.warning("The checkpoint was written with %d GPUs, this machine has %d: CUDA RNG not restored.",
-                        len(states), torch.cuda.device_count())
+            log.warning(
+                "The checkpoint was written with %d GPUs, this machine has %d: CUDA RNG not restored.",
+                len(states),
+                torch.cuda.device_count(),
+            )
 
 
 def _as_tuple(x: Any) -> Any:

@@ -40,7 +40,8 @@ Behaviour:
   size (not below `min_batch_size`), cool down, reload the last checkpoint, go on; after `max_retries`
   raise `TrainingFailed` (a UserError) with what to do.
 - Early stopping on `monitor` (`mode` min/max, `patience`, `min_delta`); `history.json`, `config.json`,
-  `curves.png` in run_dir; AMP on CUDA; gradient clipping; device auto|cuda|cpu; Rich progress bar;
+  `curves.png` (redrawn at most once a minute, and at the end) in run_dir; AMP on CUDA; gradient
+  clipping; device auto|cuda|cpu; Rich progress bar;
   seed-style epoch lines: `Epoch [3/20] Train Loss: 0.35, Acc: 89.7% | Val Loss: 0.21, Acc: 91.9%`.
 - `hooks.on_step(epoch, global_step, batch_size)` is called before each step (tests inject OOM there).
 - `train_mode_fn(model)` (optional) is called instead of `model.train()` at each epoch start, so a
@@ -51,6 +52,7 @@ Behaviour:
   `seed_everything(seed)` before building the model if its initialisation should be reproducible.
 - Accuracies are fractions (0..1) everywhere; the epoch line shows them as percentages.
 """
+
 from __future__ import annotations
 
 import json
@@ -210,6 +212,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def deterministic_kernels(device: torch.device, wanted: bool) -> Callable[[], None]:
+    """Turn on deterministic kernels where that is harmless; return what undoes it."""
+    if not wanted:
+        return lambda: None
+    if device.type == "cuda":
+        previous = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+        def undo_cuda() -> None:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+
+        return undo_cuda
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return lambda: torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def is_oom(e: BaseException) -> bool:
     """True for CUDA out-of-memory errors (the typed one, and the older RuntimeError text)."""
     return isinstance(e, torch.cuda.OutOfMemoryError) or (
@@ -245,14 +265,28 @@ def fit(
     done = run_dir / DONE
     if done.exists():
         result = FitResult.from_json({**json.loads(done.read_text()), "run_dir": str(run_dir)})
-        log.info("%s already holds a finished run (%d epochs); not training again "
-                 "(use --no-resume to start over).", run_dir, result.epochs_run)
+        log.info(
+            "%s already holds a finished run (%d epochs); not training again (use --no-resume to start over).",
+            run_dir,
+            result.epochs_run,
+        )
         ckpt_io.load_final_weights(model, run_dir, config.restore_best)
         return result
     from edgekit.trainer.loop import Trainer  # the loop imports this module's types
 
-    trainer = Trainer(model, data, step_fn, eval_fn, make_optimizer, make_schedule, config, run_dir,
-                       hooks, train_mode_fn, dict(task_config or {}))
+    trainer = Trainer(
+        model,
+        data,
+        step_fn,
+        eval_fn,
+        make_optimizer,
+        make_schedule,
+        config,
+        run_dir,
+        hooks,
+        train_mode_fn,
+        dict(task_config or {}),
+    )
     return trainer.run()
 
 

@@ -11,7 +11,6 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from edgekit.trainer.engine import (
     FitResult,
     TrainingFailed,
     TrainingInterrupted,
+    deterministic_kernels,
     is_oom,
     resolve_device,
     seed_everything,
@@ -41,6 +41,8 @@ from edgekit.trainer.progress import EpochProgress, epoch_line
 from edgekit.trainer.signals import GracefulStop
 
 log = logging.getLogger(__name__)
+
+PLOT_EVERY_S = 60.0
 
 
 @dataclass
@@ -62,13 +64,23 @@ class _Sums:
     seconds: float = 0.0
 
 
-
-
 class Trainer:
     """One run: the model, its optimizer and schedule, and where in the data the run stands."""
 
-    def __init__(self, model, data, step_fn, eval_fn, make_optimizer, make_schedule, cfg: FitConfig,
-                 run_dir: Path, hooks, train_mode_fn, task_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model,
+        data,
+        step_fn,
+        eval_fn,
+        make_optimizer,
+        make_schedule,
+        cfg: FitConfig,
+        run_dir: Path,
+        hooks,
+        train_mode_fn,
+        task_config: dict[str, Any],
+    ) -> None:
         self.cfg, self.run_dir, self.hooks, self.task_config = cfg, run_dir, hooks, task_config
         self.data, self.step_fn, self.eval_fn, self.train_mode_fn = data, step_fn, eval_fn, train_mode_fn
         self.n = len(data)
@@ -76,8 +88,10 @@ class Trainer:
             raise UserError("There is no training data (0 samples).")
         self.steps_per_epoch = self.n // cfg.batch_size if cfg.drop_last else math.ceil(self.n / cfg.batch_size)
         if self.steps_per_epoch == 0:
-            raise UserError(f"Only {self.n} training samples, fewer than one batch of {cfg.batch_size} "
-                            "(lower the batch size or turn off drop_last).")
+            raise UserError(
+                f"Only {self.n} training samples, fewer than one batch of {cfg.batch_size} "
+                "(lower the batch size or turn off drop_last)."
+            )
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
@@ -88,6 +102,7 @@ class Trainer:
         self.batch_size = cfg.batch_size
         self.best, self.sums, self.history = _Best(), _Sums(), []
         self.oom_retries = 0
+        self.plotted_at = time.monotonic()
         self.stop = GracefulStop()
         self.progress: EpochProgress | None = None
 
@@ -95,7 +110,7 @@ class Trainer:
     def run(self) -> FitResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / CONFIG, {"fit": self.cfg.model_dump(), "task": self.task_config})
-        restore = _determinism(self.device, self.cfg.deterministic)
+        restore = deterministic_kernels(self.device, self.cfg.deterministic)
         try:
             with self.stop, EpochProgress(console) as self.progress:
                 self._start()
@@ -103,6 +118,7 @@ class Trainer:
                     self._epoch_with_recovery()
         finally:
             restore()
+        _plot_quietly(self.history, self.run_dir / CURVES)
         result = self._result()
         write_json(self.run_dir / DONE, result.to_json())
         ckpt_io.load_final_weights(self.model, self.run_dir, self.cfg.restore_best)
@@ -118,8 +134,14 @@ class Trainer:
         changed = [k for k, v in self.cfg.model_dump().items() if ckpt.get("config", {}).get("fit", {}).get(k) != v]
         if changed:
             log.warning("Resuming with changed settings: %s.", ", ".join(changed))
-        log.info("Resuming %s at epoch %d, sample %d of %d (step %d).", self.run_dir, self.epoch + 1,
-                 self.samples_done, self.n, self.global_step)
+        log.info(
+            "Resuming %s at epoch %d, sample %d of %d (step %d).",
+            self.run_dir,
+            self.epoch + 1,
+            self.samples_done,
+            self.n,
+            self.global_step,
+        )
 
     def _epoch_with_recovery(self) -> None:
         failure = None
@@ -176,8 +198,10 @@ class Trainer:
             out = self.step_fn(self.model, batch)
         loss = float(out.loss.detach())
         if not math.isfinite(loss) and not self.amp:
-            raise TrainingFailed(f"The training loss became {loss} at epoch {self.epoch + 1}, step "
-                                 f"{self.global_step + 1}; lower the learning rate or check the data.")
+            raise TrainingFailed(
+                f"The training loss became {loss} at epoch {self.epoch + 1}, step "
+                f"{self.global_step + 1}; lower the learning rate or check the data."
+            )
         self.scaler.scale(out.loss).backward()
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -216,7 +240,9 @@ class Trainer:
         self._update_best(record, state)
         ckpt_io.save_last(self.run_dir, state)
         write_json(self.run_dir / HISTORY, self.history)
-        _plot_quietly(self.history, self.run_dir / CURVES)
+        if time.monotonic() - self.plotted_at > PLOT_EVERY_S:  # drawing costs ~1 s: not after every epoch
+            _plot_quietly(self.history, self.run_dir / CURVES)
+            self.plotted_at = time.monotonic()
 
     def _evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -252,8 +278,13 @@ class Trainer:
             b.bad_epochs += 1
             b.stopped_early = self.cfg.patience > 0 and b.bad_epochs >= self.cfg.patience
             if b.stopped_early:
-                log.info("Early stop: %s has not improved for %d epochs (best %.4f at epoch %s).",
-                         self.cfg.monitor, b.bad_epochs, b.value if b.value is not None else math.nan, b.epoch)
+                log.info(
+                    "Early stop: %s has not improved for %d epochs (best %.4f at epoch %s).",
+                    self.cfg.monitor,
+                    b.bad_epochs,
+                    b.value if b.value is not None else math.nan,
+                    b.epoch,
+                )
         if self.cfg.keep_best and math.isfinite(value):
             b.top.append([value, record["epoch"], BEST_K.format(epoch=record["epoch"])])
             b.top.sort(key=lambda t: sign * t[0])
@@ -319,9 +350,17 @@ class Trainer:
                 f"with more memory. The last checkpoint in {self.run_dir} resumes the run."
             )
         new_bs = max(self.cfg.min_batch_size, self.batch_size // 2)
-        log.warning("Out of memory at epoch %d, step %d (%s): batch size %d -> %d, retry %d of %d after %gs.",
-                    self.epoch + 1, self.global_step + 1, reason, self.batch_size, new_bs,
-                    self.oom_retries, self.cfg.max_retries, self.cfg.oom_cooldown_s)
+        log.warning(
+            "Out of memory at epoch %d, step %d (%s): batch size %d -> %d, retry %d of %d after %gs.",
+            self.epoch + 1,
+            self.global_step + 1,
+            reason,
+            self.batch_size,
+            new_bs,
+            self.oom_retries,
+            self.cfg.max_retries,
+            self.cfg.oom_cooldown_s,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         gc.collect()
         if torch.cuda.is_available():
@@ -335,28 +374,16 @@ class Trainer:
 
     def _result(self) -> FitResult:
         return FitResult(
-            run_dir=self.run_dir, history=self.history, monitor=self.cfg.monitor, best_metric=self.best.value,
-            best_epoch=self.best.epoch, epochs_run=self.epoch, stopped_early=self.best.stopped_early,
-            batch_size=self.batch_size, global_step=self.global_step,
+            run_dir=self.run_dir,
+            history=self.history,
+            monitor=self.cfg.monitor,
+            best_metric=self.best.value,
+            best_epoch=self.best.epoch,
+            epochs_run=self.epoch,
+            stopped_early=self.best.stopped_early,
+            batch_size=self.batch_size,
+            global_step=self.global_step,
         )
-
-
-def _determinism(device: torch.device, wanted: bool) -> Callable[[], None]:
-    """Turn on deterministic kernels where that is harmless; return what undoes it."""
-    if not wanted:
-        return lambda: None
-    if device.type == "cuda":
-        previous = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-
-        def undo_cuda() -> None:
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
-
-        return undo_cuda
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    return lambda: torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def _plot_quietly(history: list[dict[str, Any]], path: Path) -> None:

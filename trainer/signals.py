@@ -51,8 +51,10 @@ class GracefulStop:
             signal.raise_signal(signum)
             return
         self.signum = signum
-        log.warning("%s received: finishing this step, writing a checkpoint, then stopping "
-                    "(send it again to stop at once).", signal.Signals(signum).name)
+        log.warning(
+            "%s received: finishing this step, writing a checkpoint, then stopping (send it again to stop at once).",
+            signal.Signals(signum).name,
+        )
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -1,0 +1,274 @@
+"""The training engine, on a tiny deterministic model (tests/engine_worker.py), CPU only.
+
+Kill/signal tests run the worker as a real subprocess; the rest call `fit` in-process. "Same weights"
+always means compared with an uninterrupted run of the same worker computed in this session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.errors import UserError
+from edgekit.trainer import checkpoint as ckpt_io
+from edgekit.trainer.engine import TrainingFailed, fit
+from edgekit.trainer.metrics import classification_report
+from edgekit.trainer.plots import plot_confusion
+
+sys.path.insert(0, str(Path(__file__).parent))
+import engine_worker as worker  # noqa: E402
+
+WORKER = Path(__file__).with_name("engine_worker.py")
+EPOCH_LINE = re.compile(
+    r"^Epoch \[\d+/\d+\] Train Loss: \d+\.\d{4}, Acc: \d+\.\d% \| Val Loss: \d+\.\d{4}, Acc: \d+\.\d%$"
+)
+STEPS_PER_EPOCH = worker.N_TRAIN // 8
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, object]:
+    """An uninterrupted 6-epoch run: its last weights, best weights and history."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    worker.run(run_dir)
+    last = ckpt_io.load(run_dir / ckpt_io.LAST)
+    return {
+        "last": last["model"],
+        "best": torch.load(run_dir / ckpt_io.BEST_MODEL, weights_only=True),
+        "history": json.loads((run_dir / "history.json").read_text()),
+    }
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), f"{k} differs by {(a[k] - b[k]).abs().max()}"
+
+
+def _losses(history: list[dict]) -> list[tuple[float, float]]:
+    return [(h["train_loss"], h["val_loss"]) for h in history]
+
+
+def _spawn(run_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(run_dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for_step(proc: subprocess.Popen, step: int) -> list[str]:
+    """Read the worker's stderr until it announces `step`; returns what it read."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("STEP ") and int(line.split()[2]) >= step:
+            return seen
+    raise AssertionError(f"worker ended before step {step}: {''.join(seen)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tmp_path, reference):
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    # one kill in each third of the run; the first lands after a mid-epoch checkpoint (steps 5, 10 of 12)
+    targets = [rng.randint(6, 11), rng.randint(26, 46), rng.randint(50, 68)]
+    positions = []
+    for target in targets:
+        proc = _spawn(tmp_path, "--every", "5", "--trace", "--sleep", "0.005")
+        _wait_for_step(proc, target)
+        time.sleep(rng.uniform(0, 0.02))  # somewhere inside a step, or inside a checkpoint write
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        ckpt = ckpt_io.load_latest(tmp_path)
+        positions.append((ckpt["epoch"], ckpt["samples_done"]))
+    info = f"kill seed {seed}, targets {targets}, resumed from (epoch, sample) {positions}"
+    assert any(samples > 0 for _, samples in positions), info  # at least one resume started mid-epoch
+    _, result = worker.run(tmp_path, checkpoint_every_steps=5)  # the last resume, to the end
+    assert result.epochs_run == 6
+    _assert_same_weights(ckpt_io.load(tmp_path / ckpt_io.LAST)["model"], reference["last"])
+    _assert_same_weights(torch.load(tmp_path / ckpt_io.BEST_MODEL, weights_only=True), reference["best"])
+    assert _losses(result.history) == _losses(reference["history"]), info
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_epoch_checkpoints_and_exits(tmp_path, reference, sig, code):
+    proc = _spawn(tmp_path, "--trace", "--sleep", "0.02")  # no step checkpoints: the signal must write one
+    _wait_for_step(proc, STEPS_PER_EPOCH + 3)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == code, err
+    assert EPOCH_LINE.match(out.strip()), out  # not a terminal: no bar, just epoch 1's line
+    assert "resume" in err
+    ckpt = ckpt_io.load(tmp_path / ckpt_io.LAST)
+    assert ckpt["epoch"] == 1 and 0 < ckpt["samples_done"] < worker.N_TRAIN
+    if sig == signal.SIGTERM:  # and the run continues from there to the same end
+        model, result = worker.run(tmp_path)
+        assert result.epochs_run == 6
+        _assert_same_weights(ckpt_io.load(tmp_path / ckpt_io.LAST)["model"], reference["last"])
+
+
+class _OOMAt:
+    """Raises an out-of-memory error before the given steps, once per listed step (or always)."""
+
+    def __init__(self, steps: set[int] | None, error: type[Exception] = torch.cuda.OutOfMemoryError):
+        self.steps, self.error, self.calls, self.sizes = steps, error, 0, []
+
+    def on_step(self, epoch: int, global_step: int, batch_size: int) -> None:
+        self.calls += 1
+        self.sizes.append(batch_size)
+        if self.steps is None or global_step in self.steps:
+            if self.steps is not None:
+                self.steps.discard(global_step)
+            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
+def test_oom_halves_the_batch_size_and_completes(tmp_path, caplog, error):
+    hook = _OOMAt({STEPS_PER_EPOCH + 2}, error)  # inside epoch 2; the last checkpoint is epoch 1's end
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        _, result = worker.run(tmp_path, hooks=hook)
+    assert result.epochs_run == 6 and result.batch_size == 4
+    assert [h["batch_size"] for h in result.history] == [8, 4, 4, 4, 4, 4]
+    # epoch 1 at 8 per step, then every remaining epoch covers all 96 samples at 4 per step
+    assert result.global_step == STEPS_PER_EPOCH + 5 * worker.N_TRAIN // 4
+    assert "batch size 8 -> 4" in caplog.text
+
+
+def test_oom_gives_up_after_max_retries(tmp_path):
+    hook = _OOMAt(None)
+    with pytest.raises(TrainingFailed, match="--max-retries 2") as info:
+        worker.run(tmp_path, hooks=hook, max_retries=2, min_batch_size=2)
+    assert isinstance(info.value, UserError) and info.value.exit_code == 2
+    assert hook.calls == 3 and hook.sizes == [8, 4, 2]
+
+
+class _CrashAt:
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step(self, epoch: int, global_step: int, batch_size: int) -> None:
+        if global_step == self.step:
+            raise KeyboardInterrupt  # like a crash that leaves only what was on disk
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_unreadable_last_checkpoint_falls_back_to_the_previous(tmp_path, caplog, reference, damage):
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(tmp_path, hooks=_CrashAt(2 * STEPS_PER_EPOCH + 5))
+    last = tmp_path / ckpt_io.LAST
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else os.urandom(len(data)))
+    assert ckpt_io.load(tmp_path / ckpt_io.PREV)["epoch"] == 1
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        _, result = worker.run(tmp_path)
+    assert "Skipping" in caplog.text and "checkpoint_last.pt" in caplog.text
+    assert "previous checkpoint" in caplog.text
+    assert result.epochs_run == 6
+    _assert_same_weights(ckpt_io.load(last)["model"], reference["last"])
+
+
+def test_early_stopping_best_model_and_best_k(tmp_path):
+    losses = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3])
+    snapshots = []
+
+    def scripted_eval(model, device):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"val_loss": next(losses), "val_acc": 0.5}
+
+    model, result = worker.run(tmp_path, evaluate=scripted_eval, patience=2, keep_best=2)
+    assert result.stopped_early and result.epochs_run == 4 and len(result.history) == 4
+    assert result.best_epoch == 2 and result.best_metric == 0.5
+    _assert_same_weights(torch.load(tmp_path / ckpt_io.BEST_MODEL, weights_only=True), snapshots[1])
+    _assert_same_weights(model.state_dict(), snapshots[1])  # restore_best
+    kept = sorted(p.name for p in tmp_path.glob("checkpoint_best_e*.pt"))
+    assert kept == ["checkpoint_best_e002.pt", "checkpoint_best_e003.pt"]
+    _assert_same_weights(ckpt_io.load(tmp_path / kept[0])["model"], snapshots[1])
+
+
+def test_run_files_and_a_finished_run_is_not_trained_again(tmp_path, capsys):
+    _, first = worker.run(tmp_path, epochs=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(EPOCH_LINE.match(line) for line in lines), lines
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history == first.history
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["fit"]["epochs"] == 2 and config["task"] == {"task": "tiny"}
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "done.json").read_text())["epochs_run"] == 2
+
+    hook = _OOMAt(set())  # counts steps, raises nothing
+    model, again = worker.run(tmp_path, hooks=hook, epochs=2)
+    assert hook.calls == 0 and again.already_done and again.history == first.history
+    _assert_same_weights(model.state_dict(), torch.load(tmp_path / ckpt_io.BEST_MODEL, weights_only=True))
+
+    _, fresh = worker.run(tmp_path, hooks=hook, epochs=1, resume=False)
+    assert hook.calls == STEPS_PER_EPOCH and fresh.epochs_run == 1 and not fresh.already_done
+
+
+def test_weighted_sampling_balances_the_classes(tmp_path):
+    data = worker.TinyData(weighted=True)
+    seen: list[int] = []
+    original = data.batch
+
+    def recording_batch(idx, device):
+        seen.extend(int(i) for i in idx)
+        return original(idx, device)
+
+    data.batch = recording_batch
+    torch.set_num_threads(1)
+    fit(
+        worker.build_model(),
+        data,
+        worker.step_fn,
+        worker.eval_fn,
+        worker.make_optimizer,
+        worker.make_schedule,
+        worker.FitConfig(epochs=3, batch_size=8, device="cpu", oom_cooldown_s=0),
+        tmp_path,
+    )
+    counts = np.bincount(data.y.numpy()[seen], minlength=worker.CLASSES)
+    assert counts.min() > 0.6 * counts.max()  # balanced, although the classes are not
+    assert np.bincount(data.y.numpy()).min() < 0.6 * np.bincount(data.y.numpy()).max()
+
+
+def test_missing_monitor_is_a_user_error_with_a_suggestion(tmp_path):
+    with pytest.raises(UserError, match="Did you mean 'val_acc'"):
+        worker.run(tmp_path, monitor="val_accuracy", mode="max")
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
+    ckpt_io.save(tmp_path / "c.pt", {"rng": ckpt_io.capture_rng()})
+    before = (random.random(), float(np.random.standard_normal()), float(torch.rand(1)))
+    ckpt_io.restore_rng(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
+    assert (random.random(), float(np.random.standard_normal()), float(torch.rand(1))) == before
+
+
+def test_classification_report_by_hand(tmp_path):
+    r = classification_report([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0], ["a", "b", "c", "d"])
+    assert r["confusion_matrix"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    assert r["accuracy"] == pytest.approx(4 / 6) and r["n"] == 6
+    assert r["per_class"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert r["per_class"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert r["per_class"]["c"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)  # "d" has no samples: not averaged
+    json.dumps(r)
+    png = plot_confusion(r["confusion_matrix"], r["labels"], tmp_path / "cm.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
