@@ -1,0 +1,118 @@
+"""Wake-word pieces without training: config, bad inputs, the detector sweep, near-misses, caches."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edgekit.cli import main
+from edgekit.edge.detector import DetectorConfig, run_detector
+from edgekit.errors import UserError
+from edgekit.trainer.wakeword import evaluate as ev
+from edgekit.trainer.wakeword.config import load_config
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_yaml_with_the_seed_keys_and_cli_overrides(tmp_path):
+    y = tmp_path / "training_config.yaml"
+    y.write_text("model:\n  name: puertocho\n  sample_rate: 16000\n  frame_length: 1280\n"
+                 "training:\n  batch_size: 64\n  learning_rate: 0.0001\n  epochs: 100\n  early_stopping_patience: 10\n"
+                 "data:\n  phrases: [puertocho]\n  lang: es\n  target_fpr: 0.5\n  target_fnr: 0.05\n")
+    cfg = load_config(y, overrides={"training": {"epochs": 7, "batch_size": None}})
+    assert (cfg.name, cfg.data.lang, cfg.training.epochs, cfg.training.batch_size) == ("puertocho", "es", 7, 64)
+    assert cfg.training.learning_rate == 1e-4 and cfg.data.target_fpr == 0.5
+    quick = load_config(y, preset="quick")
+    assert quick.data.n_positive < cfg.data.n_positive
+
+
+@pytest.mark.parametrize("yaml_text, overrides, message", [
+    ("data:\n  phrases: ['  ']\n", {}, "non-empty wake phrase"),
+    ("data:\n  phrases: [hola]\n  lang: fr\n", {}, "Unknown language 'fr'"),
+    ("data:\n  phrases: [hola]\n  langs: es\n", {}, "data.langs"),
+    ("model:\n  sample_rate: 8000\n", {"data": {"phrases": ["x"]}}, "model.sample_rate"),
+    ("data:\n  phrases: [hola]\n", {"data": {"negatives": ["/no/such/folder"]}}, "does not exist"),
+])
+def test_bad_config_is_one_sentence(tmp_path, yaml_text, overrides, message):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml_text)
+    with pytest.raises(UserError, match=message):
+        load_config(y, overrides=overrides)
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), " ".join((out.out + out.err).split())
+
+
+def test_cli_bad_inputs_exit_2_with_one_sentence(tmp_path, oww_dir, capsys):
+    code, out = _run(["train", "wakeword", "--phrase", ""], capsys)
+    assert code == 2 and "non-empty wake phrase" in out and "Traceback" not in out
+    code, out = _run(["train", "wakeword", "--phrase", "hola", "--lang", "ez"], capsys)
+    assert code == 2 and "Did you mean 'es'" in out
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    code, out = _run(["train", "wakeword", "--phrase", "computer", "--feature-models", str(empty), *cache], capsys)
+    assert code == 2 and "melspectrogram.onnx" in out
+    bad = tmp_path / "negs"
+    bad.mkdir()
+    (bad / "room.wav").write_bytes(b"RIFF this is not audio")
+    code, out = _run(["train", "wakeword", "--phrase", "computer", "--negatives", str(bad),
+                      "--feature-models", str(oww_dir), *cache], capsys)
+    assert code == 2 and "Cannot read audio file" in out and "room.wav" in out
+
+
+def test_sparse_detection_count_equals_the_device_state_machine():
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        scores = np.clip(rng.beta(0.3, 2.0, size=3000) + (rng.random(3000) < 0.02) * 0.8, 0, 1)
+        cfg = DetectorConfig(threshold=float(rng.uniform(0.2, 0.95)), patience=int(rng.integers(1, 4)),
+                             refractory_s=float(rng.choice([0.0, 0.5, 2.0])), rearm=bool(trial % 2))
+        assert ev.count_detections(scores, cfg) == len(run_detector(scores, cfg))
+
+
+def test_sweep_choice_and_det_plot(tmp_path):
+    pos = np.array([[0.1, 0.9, 0.95], [0.2, 0.6, 0.3], [0.1, 0.1, 0.2]])
+    neg = np.zeros(45000)  # one hour of frames
+    neg[[100, 5000]] = 0.7
+    pts = ev.sweep(pos, neg, patience=1, refractory_s=2.0, thresholds=[0.5, 0.55, 0.65, 0.8])
+    by_t = {p.threshold: p for p in pts}
+    assert by_t[0.5].fa_per_hour == pytest.approx(2.0) and by_t[0.5].frr == pytest.approx(1 / 3)
+    assert by_t[0.8].fa_per_hour == 0 and by_t[0.8].frr == pytest.approx(2 / 3)
+    chosen, met = ev.choose(pts, 0.5)
+    assert met and chosen.threshold == 0.8
+    chosen, met = ev.choose(pts, 5.0)
+    assert met and chosen.threshold == 0.55  # same FRR and FA/h as 0.5: the higher threshold wins
+    png = ev.det_plot({"m": pts}, tmp_path / "det.png", 0.5, chosen)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_espeak
+def test_near_misses_come_from_phonemes_and_exclude_the_phrase():
+    from edgekit.trainer.wakeword.negatives import adversarial_texts
+
+    a = adversarial_texts(["computer"], "en", ["commuter"], np.random.default_rng(0), 20)
+    b = adversarial_texts(["computer"], "en", ["commuter"], np.random.default_rng(0), 20)
+    assert a == b and "computer" not in a and "commuter" in a
+    edits = [t for t in a if t.startswith("[[")]
+    assert len(edits) >= 10 and "[[k@mpj'u:t#3]]" not in edits  # the phrase's own phonemes
+
+
+@needs_espeak
+def test_tts_clips_are_cached_by_engine_voice_params_text(tmp_path):
+    from edgekit.trainer.wakeword import tts
+
+    us = [tts.Utterance("espeak-ng", "en-us+f3", "computer", 1.0, 0.5),
+          tts.Utterance("espeak-ng", "en-us+f3", "computer", 1.2, 0.5)]
+    paths, new = tts.synthesize(us, tmp_path)
+    assert new == 2 and paths[0] != paths[1] and all(p.stat().st_size > 8000 for p in paths)
+    mtime = paths[0].stat().st_mtime_ns
+    paths2, new2 = tts.synthesize(us[:1], tmp_path)
+    assert new2 == 0 and paths2[0] == paths[0] and paths[0].stat().st_mtime_ns == mtime
+    with pytest.raises(UserError, match="Did you mean 'flite'"):
+        tts.select_engines(["flit"], "en", [])
