@@ -90,27 +90,30 @@ def _slots(root: str) -> dict:
     return out
 
 
-def cmd_state(a) -> None:
-    """Everything a deploy needs to decide: machine, disk, tools, releases, slots, .env.
-
-    With --clean (only under the lock), first remove what a dead deploy left behind.
-    """
-    os.makedirs(a.root, exist_ok=True)
-    removed = _clean(a.root) if a.clean else []
-    env_path = os.path.join(a.root, ".env")
+def _state(root: str) -> dict:
+    """Everything a deploy needs to decide: machine, disk, tools, releases, slots, .env."""
+    os.makedirs(root, exist_ok=True)
+    env_path = os.path.join(root, ".env")
     env = None
     if os.path.isfile(env_path):
         with open(env_path) as f:
             env = f.read()
-    _emit({
+    return {
         "ok": True, "arch": platform.machine(), "python": platform.python_version(),
-        "free": shutil.disk_usage(a.root).free, "docker": shutil.which("docker") is not None,
-        "releases": _releases(a.root), "slots": _slots(a.root), "env": env, "cleaned": removed,
-    })
+        "free": shutil.disk_usage(root).free, "docker": shutil.which("docker") is not None,
+        "releases": _releases(root), "slots": _slots(root), "env": env,
+    }
+
+
+def cmd_state(a) -> None:
+    _emit(_state(a.root))
 
 
 def cmd_lock(a) -> None:
-    """Hold `<root>/.edgekit/lock` until stdin closes (the deploy ends or its SSH session dies)."""
+    """Hold `<root>/.edgekit/lock` until stdin closes (the deploy ends or its SSH session dies).
+
+    Once locked: remove what a dead deploy left behind, then answer with the device state.
+    """
     d = os.path.join(a.root, ".edgekit")
     os.makedirs(d, exist_ok=True)
     fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
@@ -123,7 +126,8 @@ def cmd_lock(a) -> None:
             if time.monotonic() > deadline:
                 _fail(f"another deploy holds the device lock after waiting {a.timeout:g} s", 4)
             time.sleep(0.1)
-    _emit({"ok": True, "locked": True, "pid": os.getpid()})
+    cleaned = _clean(a.root)
+    _emit({**_state(a.root), "locked": True, "pid": os.getpid(), "cleaned": cleaned})
     sys.stdin.read()  # returns at EOF: the client released the lock or went away
 
 
@@ -232,21 +236,21 @@ def _point(root: str, name: str, release: str | None) -> None:
     os.replace(tmp, link)
 
 
-def cmd_point(a) -> None:
-    """Set a slot: `<slot>.prev` first, then `<slot>` (each an atomic symlink rename)."""
-    old = {"current": _slot_target(a.root, a.slot), "previous": _slot_target(a.root, a.slot + ".prev")}
-    _point(a.root, a.slot + ".prev", a.previous or None)
-    _point(a.root, a.slot, a.current or None)
-    _fsync_dir(a.root)
-    _emit({"ok": True, "old": old})
+def cmd_activate(a) -> None:
+    """Write the `.env` given on stdin (if --env), then set the slot: `<slot>.prev` first, then `<slot>`."""
+    if a.env:
+        _write(os.path.join(a.root, ".env"), sys.stdin.buffer.read())
+    if a.slot:
+        _point(a.root, a.slot + ".prev", a.previous or None)
+        _point(a.root, a.slot, a.current or None)
+        _fsync_dir(a.root)
+    _emit({"ok": True})
 
 
-def cmd_write(a) -> None:
-    """Write stdin to `<root>/<path>` atomically (temp file, fsync, rename)."""
-    dest = os.path.join(a.root, a.path)
+def _write(dest: str, data: bytes) -> None:
+    """Write `data` to `dest` atomically (temp file, fsync, rename), keeping the old file's mode."""
     tmp = f"{dest}.{os.getpid()}.tmp"
-    data = sys.stdin.buffer.read()
-    with open(tmp, "wb") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # may hold tokens
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -254,21 +258,20 @@ def cmd_write(a) -> None:
         shutil.copymode(dest, tmp)
     os.replace(tmp, dest)
     _fsync_dir(os.path.dirname(dest))
-    _emit({"ok": True, "bytes": len(data)})
 
 
-def cmd_prune(a) -> None:
+def _prune(root: str, keep: int) -> list:
     """Keep the newest `keep` releases; never remove one a slot or its `.prev` points at."""
     pinned = set()
-    for s in _slots(a.root).values():
+    for s in _slots(root).values():
         pinned.update(v for v in s.values() if v)
-    rels = sorted(_releases(a.root).items(), key=lambda kv: kv[1]["mtime"], reverse=True)
+    rels = sorted(_releases(root).items(), key=lambda kv: kv[1]["mtime"], reverse=True)
     removed = []
     for i, (name, _) in enumerate(rels):
-        if i >= a.keep and name not in pinned:
-            shutil.rmtree(os.path.join(a.root, "releases", name))
+        if i >= keep and name not in pinned:
+            shutil.rmtree(os.path.join(root, "releases", name))
             removed.append(name)
-    _emit({"ok": True, "removed": removed})
+    return removed
 
 
 def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
@@ -295,7 +298,7 @@ def _healthy_cmd(cmd: str, root: str, expect: str) -> tuple[bool, str]:
     return p.returncode == 0, (p.stdout + p.stderr).strip()[-300:] or f"exit {p.returncode}"
 
 
-def cmd_health(a) -> None:
+def _poll(a) -> tuple[bool, str]:
     """Poll a URL (must answer and mention `expect`) or a command (exit 0) until healthy or timeout."""
     deadline = time.monotonic() + a.timeout
     while True:
@@ -304,36 +307,54 @@ def cmd_health(a) -> None:
         else:
             ok, why = _healthy_cmd(a.check, a.root, a.expect)
         if ok or time.monotonic() > deadline:
-            _emit({"ok": True, "healthy": ok, "detail": why})
-            return
+            return ok, why
         time.sleep(a.interval)
+
+
+def cmd_cycle(a) -> None:
+    """Run the restart command (if any), poll the health check, and prune old releases when healthy."""
+    import subprocess
+
+    if a.restart:
+        try:
+            p = subprocess.run(["sh", "-c", a.restart], cwd=a.root, capture_output=True, text=True,
+                               timeout=a.restart_timeout)
+        except subprocess.TimeoutExpired:
+            _emit({"ok": True, "healthy": False, "detail": f"restart timed out after {a.restart_timeout:g} s"})
+            return
+        if p.returncode != 0:
+            out = (p.stderr or p.stdout).strip()[-200:]
+            _emit({"ok": True, "healthy": False, "detail": f"restart failed (exit {p.returncode}): {out}"})
+            return
+    ok, why = _poll(a)
+    removed = _prune(a.root, a.prune) if ok and a.prune else []
+    _emit({"ok": True, "healthy": ok, "detail": why, "removed": removed})
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="edgekit-agent")
     p.add_argument("root")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("state")
-    s.add_argument("--clean", action="store_true")
+    sub.add_parser("state")
     s = sub.add_parser("lock")
     s.add_argument("--timeout", type=float, default=60.0)
     s = sub.add_parser("install")
     s.add_argument("tar")
     s.add_argument("sha256")
     s.add_argument("release")
-    s = sub.add_parser("point")
-    s.add_argument("slot")
-    s.add_argument("current")
-    s.add_argument("previous")
-    s = sub.add_parser("write")
-    s.add_argument("path")
-    s = sub.add_parser("prune")
-    s.add_argument("keep", type=int)
-    s = sub.add_parser("health")
+    s = sub.add_parser("activate")
+    s.add_argument("--env", action="store_true", help="write stdin to .env")
+    s.add_argument("--slot", default="")
+    s.add_argument("--current", default="")
+    s.add_argument("--previous", default="")
+    s = sub.add_parser("cycle")
     s.add_argument("check")
+    s.add_argument("--restart", default="")
+    s.add_argument("--restart-timeout", type=float, default=300.0)
     s.add_argument("--expect", default="")
     s.add_argument("--timeout", type=float, default=60.0)
-    s.add_argument("--interval", type=float, default=1.0)
+    s.add_argument("--interval", type=float, default=0.5)
+    s.add_argument("--prune", type=int, default=0)
     a = p.parse_args()
     a.root = os.path.abspath(a.root)
     globals()["cmd_" + a.cmd](a)

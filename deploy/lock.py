@@ -4,6 +4,9 @@ The agent holds an flock on `<root>/.edgekit/lock` for as long as its stdin stay
 tied to our connection: when a deploy ends it closes stdin; when a laptop drops off the network, sshd
 ends the session, the agent exits and the kernel releases the lock. A stale lock cannot outlive its
 owner, so there is nothing to clean up by hand.
+
+Taking the lock also answers the device state (after removing what a dead deploy left behind), which
+saves a round trip: every SSH command costs a login shell and a Python start on the device.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def device_lock(device: Device, timeout: float) -> Iterator[None]:
-    """Hold the device lock; a second deploy waits up to `timeout` seconds, then fails."""
+def device_lock(device: Device, timeout: float) -> Iterator[dict]:
+    """Hold the device lock and yield the device state; a second deploy waits up to `timeout` s, then fails."""
     answer, release = device.t.hold(device.command("lock", "--timeout", timeout), timeout)
     if not answer.get("ok"):
         raise DeployError(f"{device.label}: {answer.get('error', 'could not take the device lock')}.")
     log.debug("%s: locked (agent pid %s)", device.label, answer.get("pid"))
     try:
-        yield
+        yield answer
     finally:
         try:
             release()

@@ -19,6 +19,7 @@ from edgekit.deploy import envfile
 from edgekit.deploy.device import DeployError, Device
 from edgekit.deploy.lock import device_lock
 from edgekit.deploy.payload import Payload, env_for
+from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 ARCHES = ("aarch64", "armv7l", "x86_64")
@@ -90,18 +91,24 @@ def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] |
     dev.call("install", remote, payload.sha256, payload.release)
 
 
-def restart_and_check(dev: Device, opts: DeployOptions, expect: str) -> tuple[bool, str]:
-    """Run the restart command, then poll the health check until healthy or the timeout."""
-    r = dev.shell(opts.restart, timeout=max(120.0, opts.health_timeout))
-    if r.rc != 0:
-        return False, f"restart failed (exit {r.rc}): {(r.stderr or r.stdout).strip()[-200:]}"
-    answer = dev.call("health", opts.health, "--expect", expect, "--timeout", opts.health_timeout,
-                      "--interval", 0.5, timeout=opts.health_timeout + 60)
-    return answer["healthy"], answer.get("detail", "")
+def activate(dev: Device, slot: str, current: str | None, previous: str | None, env: str | None) -> None:
+    """Write `.env` (when given) and point the slot, in one device call."""
+    args = ["--slot", slot, "--current", current or "", "--previous", previous or ""]
+    dev.call("activate", *(["--env"] if env is not None else []), *args,
+             stdin=env.encode() if env is not None else None)
 
 
-def write_env(dev: Device, text: str) -> None:
-    dev.call("write", ".env", stdin=text.encode())
+def cycle(dev: Device, opts: DeployOptions, expect: str, prune: int = 0) -> tuple[bool, str, list[str]]:
+    """Restart, poll the health check until healthy or the timeout, prune when healthy (one device call)."""
+    restart_timeout = max(120.0, opts.health_timeout)
+    answer = dev.call("cycle", opts.health, "--restart", opts.restart, "--restart-timeout", restart_timeout,
+                      "--expect", expect, "--timeout", opts.health_timeout, "--prune", prune,
+                      timeout=opts.health_timeout + restart_timeout + 60)
+    return answer["healthy"], answer.get("detail", ""), answer.get("removed", [])
+
+
+def _slot(state: dict, name: str) -> dict:
+    return state["slots"].get(name, {"current": None, "previous": None})
 
 
 def _expect(meta: dict | None) -> str:
@@ -110,14 +117,11 @@ def _expect(meta: dict | None) -> str:
 
 def revert(dev: Device, opts: DeployOptions, state: dict, old: dict, why: str, res: HostResult) -> HostResult:
     """Put back the previous slot pointers and `.env`, restart, and check the old release is healthy."""
-    dev.call("point", opts.slot, old.get("current") or "", old.get("previous") or "")
-    if state["env"] is not None:
-        write_env(dev, state["env"])
+    activate(dev, opts.slot, old.get("current"), old.get("previous"), state["env"])
     if not old.get("current"):
         res.status, res.reason = "failed", f"{why}; no previous release to go back to"
         return res
-    meta = state["releases"].get(old["current"], {}).get("meta")
-    healthy, detail = restart_and_check(dev, opts, _expect(meta))
+    healthy, detail, _ = cycle(dev, opts, _expect(state["releases"].get(old["current"], {}).get("meta")))
     res.status = "rolled-back" if healthy else "failed"
     res.reason = f"{why}; back on {old['current']}" + ("" if healthy else f", which is unhealthy too ({detail})")
     return res
@@ -128,10 +132,9 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
     """Deploy `payload` to one device; returns its result (user-facing failures raise `DeployError`)."""
     res = HostResult(dev.label, "failed", release=payload.release)
     dev.install_agent()
-    with device_lock(dev, opts.lock_timeout):
-        state = dev.call("state", "--clean")
+    with device_lock(dev, opts.lock_timeout) as state:
         preflight(dev, state, payload, opts)
-        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+        slot = _slot(state, opts.slot)
         res.previous = slot["current"]
         existing = state["releases"].get(payload.release)
         same = bool(existing and existing["meta"] and existing["meta"].get("content") == payload.meta["content"])
@@ -146,13 +149,11 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
             upload(dev, payload, progress)
             res.steps.append("uploaded")
             state["releases"][payload.release] = {"meta": payload.meta}
-        write_env(dev, new_env)
-        if slot["current"] != payload.release:
-            dev.call("point", opts.slot, payload.release, slot["current"] or "")
-        healthy, detail = restart_and_check(dev, opts, payload.expect)
+        switch = slot["current"] != payload.release
+        activate(dev, opts.slot, payload.release, slot["current"] if switch else slot["previous"], new_env)
+        healthy, detail, pruned = cycle(dev, opts, payload.expect, prune=opts.keep)
         if not healthy:
             return revert(dev, opts, state, slot, f"health check failed: {detail}", res)
-        pruned = dev.call("prune", opts.keep)["removed"]
         res.status = "ok"
         res.reason = "reused the release already on the device" if same else ""
         if pruned:
@@ -164,23 +165,41 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
     """Switch the slot to its previous release, rewrite `.env` for it, restart and check health."""
     res = HostResult(dev.label, "failed")
     dev.install_agent()
-    with device_lock(dev, opts.lock_timeout):
-        state = dev.call("state", "--clean")
-        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+    with device_lock(dev, opts.lock_timeout) as state:
+        slot = _slot(state, opts.slot)
         if not slot["previous"]:
             raise DeployError(f"{dev.label}: {opts.slot} has no previous release to roll back to.")
         meta = state["releases"].get(slot["previous"], {}).get("meta")
         if not meta:
             raise DeployError(f"{dev.label}: the previous release {slot['previous']} is no longer on the device.")
         res.release, res.previous = slot["previous"], slot["current"]
-        dev.call("point", opts.slot, slot["previous"], slot["current"] or "")
-        write_env(dev, envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env}))
-        healthy, detail = restart_and_check(dev, opts, _expect(meta))
+        env = envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env})
+        activate(dev, opts.slot, slot["previous"], slot["current"], env)
+        healthy, detail, _ = cycle(dev, opts, _expect(meta))
         if not healthy:
-            swapped = {"current": slot["current"], "previous": slot["previous"]}
-            return revert(dev, opts, state, swapped, f"{slot['previous']} is unhealthy: {detail}", res)
+            return revert(dev, opts, state, slot, f"{slot['previous']} is unhealthy: {detail}", res)
         res.status = "ok"
         return res
+
+
+def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> HostResult:
+    """Set `.env` keys (others kept), restart, check health; restore the old `.env` if unhealthy."""
+    res = HostResult(dev.label, "failed")
+    dev.install_agent()
+    with device_lock(dev, opts.lock_timeout) as state:
+        slot = _slot(state, opts.slot)
+        res.release, res.previous = slot["current"], slot["previous"]
+        new_env = envfile.merge(state["env"], env)
+        if new_env == (state["env"] or ""):
+            res.status, res.reason = "skipped-identical", ".env already has these values"
+            return res
+        activate(dev, opts.slot, slot["current"], slot["previous"], new_env)
+        meta = state["releases"].get(slot["current"] or "", {}).get("meta")
+        healthy, detail, _ = cycle(dev, opts, _expect(meta))
+        if healthy:
+            res.status = "ok"
+            return res
+        return revert(dev, opts, state, slot, f"health check failed with the new .env: {detail}", res)
 
 
 def timed(fn: Callable[[], HostResult], label: str) -> HostResult:
@@ -188,31 +207,10 @@ def timed(fn: Callable[[], HostResult], label: str) -> HostResult:
     start = time.monotonic()
     try:
         res = fn()
-    except DeployError as e:
+    except UserError as e:
         res = HostResult(label, "failed", str(e).removeprefix(f"{label}: ").rstrip("."))
-    except Exception as e:  # transport errors and bugs alike: one host never hides the others
-        log.debug("%s failed", label, exc_info=True)
-        res = HostResult(label, "failed", str(e).removeprefix(f"{label}: ").rstrip(".") or type(e).__name__)
+    except Exception as e:  # a bug or an unexpected library error: reported per host, traceback logged
+        log.warning("%s: unexpected error", label, exc_info=True)
+        res = HostResult(label, "failed", f"{type(e).__name__}: {e}")
     res.seconds = time.monotonic() - start
     return res
-
-
-def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> HostResult:
-    """Set `.env` keys (others kept), restart, check health; restore the old `.env` if unhealthy."""
-    res = HostResult(dev.label, "failed")
-    dev.install_agent()
-    with device_lock(dev, opts.lock_timeout):
-        state = dev.call("state", "--clean")
-        slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
-        res.release, res.previous = slot["current"], slot["previous"]
-        new_env = envfile.merge(state["env"], env)
-        if new_env == (state["env"] or ""):
-            res.status, res.reason = "skipped-identical", ".env already has these values"
-            return res
-        write_env(dev, new_env)
-        meta = state["releases"].get(slot["current"] or "", {}).get("meta")
-        healthy, detail = restart_and_check(dev, opts, _expect(meta))
-        if healthy:
-            res.status = "ok"
-            return res
-        return revert(dev, opts, state, slot, f"health check failed with the new .env: {detail}", res)

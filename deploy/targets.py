@@ -3,8 +3,11 @@
 Inventory example:
 
     root = "/opt/edgekit"            # optional: the device folder for every host
+    [hosts.shed]                     # optional: a named host with its own folder
+    address = "pi@10.0.0.7"
+    root = "/srv/edgekit"
     [groups]
-    kitchen = ["pi@10.0.0.5", "pi@10.0.0.6:2222"]
+    kitchen = ["pi@10.0.0.5", "pi@10.0.0.6:2222", "shed"]
     lab = ["pi@lab-pi", "local:/tmp/fake-pi"]
 """
 
@@ -49,15 +52,28 @@ class Target:
         return f"{user}{self.host}{port}"
 
 
+class Host(BaseModel):
+    """A named host of the inventory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str
+    """`user@host[:port]` or `local:PATH`."""
+    root: str | None = None
+    """This host's device folder, when it differs from the inventory's."""
+
+
 class Inventory(BaseModel):
-    """A `hosts.toml`: named groups of targets."""
+    """A `hosts.toml`: named hosts and groups of targets."""
 
     model_config = ConfigDict(extra="forbid")
 
     root: str | None = None
     """Device folder for every SSH host in the inventory (default /opt/edgekit)."""
+    hosts: dict[str, Host] = {}
+    """Host name → address and folder."""
     groups: dict[str, list[str]] = {}
-    """Group name → targets (`user@host[:port]` or `local:PATH`)."""
+    """Group name → targets (`user@host[:port]`, `local:PATH` or host names)."""
 
 
 def load_inventory(path: str | Path | None) -> Inventory:
@@ -99,19 +115,24 @@ def parse_target(text: str, root: str | None = None) -> Target:
 
 def expand(items: list[str], inventory: Inventory, root: str | None = None) -> list[Target]:
     """Targets from what the user typed: group names expand to their members; duplicates are dropped."""
-    root = root or inventory.root
+    default_root = root or inventory.root
+    names = [*inventory.groups, *inventory.hosts]
     out: list[Target] = []
     for item in items:
         if item in inventory.groups:
             members = inventory.groups[item]
-        elif "@" in item or ":" in item or "." in item or not inventory.groups:
+        elif item in inventory.hosts or "@" in item or ":" in item or "." in item or not names:
             members = [item]
         else:
-            close = difflib.get_close_matches(item, list(inventory.groups), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else f" Groups: {', '.join(inventory.groups)}."
-            raise UserError(f"{item!r} is neither a target nor a group of the inventory.{hint}")
+            close = difflib.get_close_matches(item, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known: {', '.join(names)}."
+            raise UserError(f"{item!r} is neither a target nor a group or host of the inventory.{hint}")
         for m in members:
-            t = parse_target(m, root)
+            host = inventory.hosts.get(m)
+            if host:
+                t = parse_target(host.address, root or host.root or inventory.root)
+            else:
+                t = parse_target(m, default_root)
             if t not in out:
                 out.append(t)
     if not out:
