@@ -144,6 +144,25 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             apply_to_devices(apply, result["env"], restart=restart, health=health)
 
     @calibrate.command("classifier")
-    def calibrate_classifier() -> None:
+    def calibrate_classifier(
+        model: str = typer.Option(..., "--model", "-m", help="Image-classification bundle (folder or name)."),
+        data: Path = typer.Option(..., "--data", "-d", help="Labeled site photos, DIR/<class>/*.jpg."),
+        out: Path = typer.Option(Path("calibration"), "--out", "-o", help="Folder for the results."),
+        target_precision: float = typer.Option(0.95, help="Precision each class must keep."),
+        fmt: str | None = typer.Option(None, "--format", help="Model file to calibrate (default: as the device)."),
+        framework: str = typer.Option("onnx", help="With no --format: onnx or tflite, int8 first if accepted."),
+        write_bundle: bool = typer.Option(True, help="Write the thresholds into the bundle manifest."),
+        apply: list[str] = typer.Option(None, "--apply", help="Set the .env on these devices (pi@host, local:PATH)."),
+        restart: str | None = typer.Option(None, help="--apply: restart command on the device."),
+        health: str | None = typer.Option(None, help="--apply: health URL or command on the device."),
+    ) -> None:
         """Per-class thresholds for the camera classifier at a target precision."""
-        _not_built("calibrate classifier")
+        from edgekit.edge.calibrate_classifier import ClassifierCalibration, print_summary, run_calibration
+        from edgekit.edge.calibration_apply import apply_to_devices
+
+        cfg = _build(ClassifierCalibration, model=model, data=data, out=out, target_precision=target_precision,
+                     format=fmt, framework=framework, write_bundle=write_bundle)
+        result = run_calibration(cfg)
+        print_summary(result)
+        if apply:
+            apply_to_devices(apply, result["env"], restart=restart, health=health)
