@@ -34,9 +34,48 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         run_analyze(folder, workers=workers, json_path=json_out)
 
     @train.command("waste")
-    def train_waste() -> None:
+    def train_waste(
+        data: str = typer.Option(..., help="Photos in DATA/<class>/ (class names: letters, digits, _ and -)."),
+        epochs: int = typer.Option(10, help="Epochs in total (phase 1: --head-fraction of them, phase 2: the rest)."),
+        batch_size: int = typer.Option(32, help="Images per step (halved automatically on GPU out-of-memory)."),
+        lr: float = typer.Option(0.001, help="Learning rate of phase 1; phase 2 uses lr/10."),
+        unfreeze: int = typer.Option(50, help="Phase 2 fine-tunes the last N layers of the base (0: no phase 2)."),
+        num_workers: int = typer.Option(4, help="Threads decoding photos into the image cache."),
+        img_size: int = typer.Option(224, help="Input size in pixels (photos are stretched to a square)."),
+        val_split: float = typer.Option(0.2, help="Share of each class held out for validation."),
+        seed: int = typer.Option(42, help="Seed for split, initialisation, batch order and augmentation."),
+        device: str = typer.Option("auto", help="auto, cuda or cpu."),
+        weights: str = typer.Option("imagenet", help="imagenet (download torchvision's), none, or a state_dict file."),
+        weights_style: str = typer.Option("auto", help="auto, keras ([-1,1] input, TF padding) or torchvision."),
+        output: str = typer.Option("waste", help="Bundle name: models/NAME/vN."),
+        classes: str = typer.Option(None, help="Only these class folders, comma-separated [default: all]."),
+        head_fraction: float = typer.Option(0.4, help="Share of the epochs for phase 1 (new head, base frozen)."),
+        train_bn: bool = typer.Option(False, "--train-bn", help="Update BatchNorm statistics while fine-tuning."),
+        balance: str = typer.Option("weights", help="Class imbalance: weights (loss), sampler or none."),
+        augment: bool = typer.Option(True, "--augment/--no-augment", help="Crop/flip/rotate/colour augmentation."),
+        patience: int = typer.Option(5, help="Epochs without val-loss improvement before a phase stops."),
+        max_retries: int = typer.Option(5, help="Out-of-memory recoveries before giving up."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run."),
+        run_dir: str = typer.Option(None, help="Checkpoints folder [default: runs/OUTPUT/<settings hash>]."),
+    ) -> None:
         """MobileNetV2 image classifier from DATA/<class>/ photos (two-phase fine-tuning)."""
-        _not_built("train waste")
+        from pydantic import ValidationError
+
+        from edgekit.trainer.waste import WasteConfig, train
+
+        try:
+            cfg = WasteConfig(
+                data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
+                num_workers=num_workers, img_size=img_size, val_split=val_split, seed=seed, device=device,
+                weights=weights, weights_style=weights_style, head_fraction=head_fraction, train_bn=train_bn,
+                balance=balance, augment={"enabled": augment}, patience=patience, max_retries=max_retries,
+                resume=not no_resume, run_dir=run_dir,
+                classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+            )
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
+        train(cfg)
 
     @train.command("wakeword")
     def train_wakeword(

@@ -1,0 +1,403 @@
+"""`edgekit train waste`: a MobileNetV2 photo classifier from `DATA/<class>/`, in two phases.
+
+Steps: scan the folder (classes = sorted subfolder names) → decode every photo once into the uint8
+image cache → stratified, seeded train/val split → phase 1 trains a new head on the frozen base at
+`lr` → phase 2 unfreezes the last `unfreeze` layers at lr/10 → evaluate the best model on the
+validation split → write the bundle (`edgekit.trainer.waste_bundle`).
+
+Each phase is one engine run in `runs/<name>/<config hash>/phase{1,2}`, so an interrupted command,
+run again with the same options, resumes where it stopped (a finished phase is not trained again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgekit.bundle import Preprocess, check_name
+from edgekit.errors import UserError
+from edgekit.trainer.augment import AugmentConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgekit.bundle import Bundle
+    from edgekit.trainer.engine import FitResult, Hooks
+    from edgekit.trainer.image_cache import CachedImages
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass(frozen=True)
+class WeightStyle:
+    """What a family of pretrained weights needs from the network and from the input."""
+
+    padding: Literal["keras", "torch"]
+    scale: float
+    offset: float
+    mean: list[float]
+    std: list[float]
+    help: str
+
+    def preprocess(self, size: int) -> Preprocess:
+        return Preprocess(color="RGB", resize=(size, size), scale=self.scale, offset=self.offset,
+                          mean=list(self.mean), std=list(self.std))
+
+
+STYLES: dict[str, WeightStyle] = {
+    "keras": WeightStyle("keras", 1 / 127.5, -1.0, [0.0] * 3, [1.0] * 3,
+                         "Keras-converted weights: input in [-1, 1], TensorFlow 'same' padding"),
+    "torchvision": WeightStyle("torch", 1 / 255, 0.0, IMAGENET_MEAN, IMAGENET_STD,
+                               "torchvision checkpoints: ImageNet mean/std, symmetric padding"),
+}
+
+
+class WasteConfig(BaseModel):
+    """Everything `edgekit train waste` needs; built once by the CLI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    """Dataset folder with one subfolder of photos per class."""
+    output: str = "waste"
+    """Bundle name (models/<output>/vN)."""
+    classes: list[str] | None = None
+    """Train on these class folders only (default: all)."""
+    epochs: int = Field(10, ge=1)
+    """Epochs in total: phase 1 takes `head_fraction` of them, phase 2 the rest."""
+    batch_size: int = Field(32, ge=1)
+    """Images per step."""
+    lr: float = Field(1e-3, gt=0)
+    """Adam learning rate of phase 1; phase 2 uses lr/10."""
+    unfreeze: int = Field(50, ge=0)
+    """Phase 2 trains the last N layers of the base (conv, BatchNorm and activation layers, counted as Keras
+    counts them); 0 skips phase 2."""
+    head_fraction: float = Field(0.4, gt=0, le=1)
+    """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
+    train_bn: bool = False
+    """Let BatchNorm layers update their statistics while fine-tuning (default: frozen, as the seed does)."""
+    num_workers: int = Field(4, ge=1)
+    """Threads that decode photos into the image cache."""
+    img_size: int = Field(224, ge=32)
+    """Square input size in pixels (photos are stretched to it, PIL bilinear)."""
+    val_split: float = Field(0.2, gt=0, lt=1)
+    """Share of each class held out for validation (stratified)."""
+    seed: int = Field(42, ge=0)
+    """Seed for the split, the new head's initialisation, batch order and augmentation."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """auto takes the GPU when there is one."""
+    weights: str = "imagenet"
+    """`imagenet` (torchvision's checkpoint, downloaded once), `none` (from scratch) or a state_dict file."""
+    weights_style: Literal["auto", "keras", "torchvision"] = "auto"
+    """Preprocessing and padding the weights need; auto detects Keras-converted files (folded BatchNorm)."""
+    width_mult: float = Field(1.0, gt=0)
+    """MobileNetV2 width multiplier (pretrained weights exist for 1.0)."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+    """Dropout before the classifier."""
+    balance: Literal["weights", "sampler", "none"] = "weights"
+    """Class imbalance: weight the loss by inverse class frequency, sample classes evenly, or nothing."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Training-time augmentation."""
+    patience: int = Field(5, ge=0)
+    """Epochs without validation-loss improvement before a phase stops (0: never)."""
+    max_retries: int = Field(5, ge=0)
+    """CUDA out-of-memory recoveries (halving the batch) before giving up."""
+    resume: bool = True
+    """Continue an interrupted run with the same settings; False starts over."""
+    run_dir: Path | None = None
+    """Checkpoints and history; default runs/<output>/<hash of the settings>."""
+    cache_dir: Path | None = None
+    """Image cache folder (default $EDGEKIT_CACHE or .cache/edgekit)."""
+
+    @field_validator("output")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    def style(self, state: dict[str, Any] | None) -> WeightStyle:
+        """The weight style in use: asked for, implied by the source, or detected from the weights."""
+        from edgekit.trainer.mobilenet import looks_keras_converted
+
+        if self.weights_style != "auto":
+            return STYLES[self.weights_style]
+        if self.weights == "imagenet":
+            return STYLES["torchvision"]
+        if state is not None and not looks_keras_converted(state):
+            return STYLES["torchvision"]
+        return STYLES["keras"]  # Keras-converted files, and from scratch ([-1, 1] input suits any init)
+
+    def run_key(self) -> str:
+        """A hash of the settings that change what is trained (not where, on what, or how it is shown)."""
+        skip = {"device", "num_workers", "resume", "run_dir", "cache_dir", "max_retries"}
+        data = self.model_dump(mode="json", exclude=skip)
+        data["data"] = str(Path(self.data).resolve())
+        return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Split:
+    """A stratified split of the usable photos; indices point into `Prepared.files`."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """Everything the training needs about the data."""
+
+    root: Path
+    labels: list[str]
+    files: list[str]
+    """Relative paths of the usable photos."""
+    y: np.ndarray
+    images: CachedImages
+    """Pixels; `images.get(i)` for file i."""
+    split: Split
+    skipped: list[tuple[str, str]]
+    """(relative path, reason) for every file left out."""
+
+
+def stratified_split(y: np.ndarray, val_split: float, seed: int) -> Split:
+    """Per class, a seeded shuffle; round(val_split x n) photos (at least 1 when n >= 2) go to validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = min(max(1, round(val_split * len(idx))), len(idx) - 1) if len(idx) >= 2 else 0
+        val += idx[:n_val].tolist()
+        train += idx[n_val:].tolist()
+    return Split(np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64))
+
+
+def prepare(cfg: WasteConfig) -> Prepared:
+    """Scan, cache (decoding only new photos) and split the dataset."""
+    from rich.progress import Progress
+
+    from edgekit.console import console
+    from edgekit.trainer import images
+    from edgekit.trainer.image_cache import ImageCache
+
+    ds = images.scan(cfg.data, workers=cfg.num_workers)
+    labels = ds.classes
+    if cfg.classes:
+        unknown = sorted(set(cfg.classes) - set(labels))
+        if unknown:
+            raise UserError(f"--classes {', '.join(unknown)} not found in {ds.root}; it has {', '.join(labels)}.")
+        labels = sorted(cfg.classes)
+    good = [f for f in ds.good if f.label in labels]
+    cache = ImageCache((cfg.img_size, cfg.img_size), root=cfg.cache_dir, workers=cfg.num_workers)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"Caching photos at {cfg.img_size}px", total=len(good))
+        cached = cache.load([ds.root / f.rel for f in good], progress=lambda n: bar.advance(task, n))
+    skipped = [(f.rel, f.problem or "") for f in ds.bad if f.label in labels]
+    skipped += [(good[i].rel, why) for i, why in cached.errors.items()]
+    keep = [i for i in range(len(good)) if i not in cached.errors]
+    cached.rows = cached.rows[keep]
+    files = [good[i].rel for i in keep]
+    y = np.array([labels.index(good[i].label) for i in keep], dtype=np.int64)
+    counts = np.bincount(y, minlength=len(labels))
+    if (counts < 2).any():
+        few = [labels[i] for i in np.flatnonzero(counts < 2)]
+        raise UserError(f"Class(es) {', '.join(few)} have fewer than 2 usable photos; add photos to train and "
+                        "validate.")
+    for rel, why in skipped:
+        log.warning("skipped %s: %s", rel, why)
+    return Prepared(ds.root, labels, files, y, cached, stratified_split(y, cfg.val_split, cfg.seed), skipped)
+
+
+class PhotoBatches:
+    """Training photos for the engine: cached uint8 pixels → augmented, normalised tensors on the device."""
+
+    def __init__(self, prep: Prepared, pre: Preprocess, augment: AugmentConfig, balanced: bool):
+        self.prep, self.pre, self.augment = prep, pre, augment
+        self.idx = prep.split.train
+        self.y = prep.y[self.idx]
+        self._norm: dict[str, Any] = {}
+        counts = np.bincount(self.y, minlength=len(prep.labels))
+        self.sample_weights = (1.0 / counts[self.y]) if balanced else None
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def normalizer(self, device: torch.device) -> Any:
+        from edgekit.trainer.augment import Normalizer
+
+        if str(device) not in self._norm:
+            self._norm[str(device)] = Normalizer(self.pre, device)
+        return self._norm[str(device)]
+
+    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        from edgekit.trainer.augment import augment, to_tensor
+
+        x = augment(to_tensor(self.prep.images.get(self.idx[idx]), device), self.augment)
+        return self.normalizer(device)(x), torch.from_numpy(self.y[idx]).to(device)
+
+
+def predict(model: torch.nn.Module, prep: Prepared, which: np.ndarray, pre: Preprocess,
+            device: torch.device, batch: int = 64) -> torch.Tensor:
+    """Logits for the photos at `which` (no augmentation), on the CPU."""
+    import torch
+
+    from edgekit.trainer.augment import Normalizer, to_tensor
+
+    norm = Normalizer(pre, device)
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(which), batch):
+            x = norm(to_tensor(prep.images.get(which[i:i + batch]), device))
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(prep.labels))
+
+
+def base_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The base's layers in order, as Keras counts them: every leaf module of `features`."""
+    return [m for m in model.features.modules() if not list(m.children())]
+
+
+def set_trainable(model: torch.nn.Module, unfreeze: int | None) -> int:
+    """Freeze the base except its last `unfreeze` layers (None: everything trains); the head always trains.
+
+    Returns:
+        the number of trainable parameters.
+    """
+    layers = base_layers(model)
+    for p in model.parameters():
+        p.requires_grad = unfreeze is None
+    for layer in layers[len(layers) - unfreeze:] if unfreeze else []:
+        for p in layer.parameters():
+            p.requires_grad = True
+    for p in model.classifier.parameters():
+        p.requires_grad = True
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def bn_frozen_train_mode(model: torch.nn.Module) -> None:
+    """`model.train()`, but BatchNorm keeps its running statistics (eval mode); its affine part may train."""
+    import torch
+
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def build_model(cfg: WasteConfig, n_classes: int) -> tuple[torch.nn.Module, WeightStyle, str]:
+    """MobileNetV2 with the pretrained base the config asks for; returns (model, style, weights description)."""
+    from edgekit.trainer import mobilenet
+
+    state = None
+    if cfg.weights == "imagenet":
+        state, source = mobilenet.download_imagenet(), f"imagenet ({mobilenet.TORCHVISION_URL})"
+    elif cfg.weights != "none":
+        state, source = mobilenet.read_state_dict(cfg.weights), str(Path(cfg.weights).resolve())
+    else:
+        source = "none (from scratch)"
+    style = cfg.style(state)
+    model = mobilenet.build(n_classes, width_mult=cfg.width_mult, padding=style.padding, dropout=cfg.dropout)
+    if state is not None:
+        mobilenet.load_backbone(model, state)
+    return model, style, source
+
+
+def _fit_phase(phase: int, model: Any, data: PhotoBatches, prep: Prepared, cfg: WasteConfig, epochs: int,
+               lr: float, run_dir: Path, hooks: Hooks | None, train_all_bn: bool) -> FitResult:
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.trainer.engine import FitConfig, Schedule, StepOutput, fit
+
+    n = len(prep.labels)
+    counts = np.bincount(data.y, minlength=n)
+    weight = torch.tensor(len(data.y) / (n * counts), dtype=torch.float32) if cfg.balance == "weights" else None
+
+    def step_fn(model: torch.nn.Module, batch: Any) -> StepOutput:
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, weight=weight.to(logits.device) if weight is not None else None)
+        return StepOutput(loss=loss, n=len(y), correct=int((logits.argmax(1) == y).sum()))
+
+    def eval_fn(model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        logits = predict(model, prep, prep.split.val, data.pre, device)
+        y = torch.from_numpy(prep.y[prep.split.val])
+        return {"val_loss": float(F.cross_entropy(logits, y)), "val_acc": float((logits.argmax(1) == y).float().mean())}
+
+    def make_schedule(opt: torch.optim.Optimizer, steps_per_epoch: int, n_epochs: int) -> Schedule:
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 2))
+        return Schedule(plateau, interval="plateau")
+
+    fc = FitConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed + phase, device=cfg.device,
+                   patience=cfg.patience, monitor="val_loss", mode="min", max_retries=cfg.max_retries,
+                   resume=cfg.resume)
+    return fit(model, data, step_fn, eval_fn, lambda params: torch.optim.Adam(params, lr=lr), make_schedule,
+               fc, run_dir=run_dir, hooks=hooks, train_mode_fn=None if train_all_bn else bn_frozen_train_mode,
+               task_config={"phase": phase, **cfg.model_dump(mode="json")})
+
+
+def plan(cfg: WasteConfig) -> list[tuple[int, int, float, int | None]]:
+    """The phases as (phase, epochs, lr, unfreeze): None unfreezes everything (training from scratch)."""
+    if cfg.weights == "none":
+        return [(1, cfg.epochs, cfg.lr, None)]
+    head = max(1, round(cfg.epochs * cfg.head_fraction))
+    phases = [(1, head, cfg.lr, 0)]
+    if cfg.unfreeze > 0 and cfg.epochs - head > 0:
+        phases.append((2, cfg.epochs - head, cfg.lr / 10, cfg.unfreeze))
+    return phases
+
+
+def _keep_best_phase(model: torch.nn.Module, results: list[FitResult]) -> None:
+    """Fine-tuning can overfit a small dataset: when no phase-2 epoch beat phase 1 on validation loss,
+    the bundle gets phase 1's best weights."""
+    import torch
+
+    scored = [r for r in results if r.best_metric is not None]
+    if len(scored) < 2:
+        return
+    best = min(scored, key=lambda r: r.best_metric)
+    if best is not scored[-1]:
+        log.info("Phase 2 never beat phase 1's validation loss (%.4f vs %.4f); keeping phase 1's weights.",
+                 scored[-1].best_metric, best.best_metric)
+        model.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True))
+
+
+def train(cfg: WasteConfig, hooks: Hooks | None = None) -> Bundle:
+    """The whole command: prepare, train in phases, evaluate, write the bundle, print the verdict."""
+    from edgekit.console import console
+    from edgekit.trainer import waste_bundle
+    from edgekit.trainer.engine import resolve_device, seed_everything
+
+    prep = prepare(cfg)
+    waste_bundle.print_data_summary(prep)
+    seed_everything(cfg.seed)
+    model, style, source = build_model(cfg, len(prep.labels))
+    pre = style.preprocess(cfg.img_size)
+    data = PhotoBatches(prep, pre, cfg.augment, balanced=cfg.balance == "sampler")
+    run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key()
+    results = []
+    for phase, epochs, lr, unfreeze in plan(cfg):
+        n_params = set_trainable(model, unfreeze)
+        what = {None: "the whole network", 0: "a new head on the frozen base"}.get(
+            unfreeze, f"the last {unfreeze} layers")
+        console.print(f"[bold]Phase {phase}[/]: training {what} ({n_params:,} parameters), "
+                      f"{epochs} epoch(s) at lr {lr:g}", soft_wrap=True)
+        result = _fit_phase(phase, model, data, prep, cfg, epochs, lr, run_root / f"phase{phase}", hooks,
+                            train_all_bn=cfg.train_bn or unfreeze is None)
+        results.append(result)
+    _keep_best_phase(model, results)
+    device = resolve_device(cfg.device)
+    logits = predict(model.to(device), prep, prep.split.val, pre, device)
+    bundle = waste_bundle.write_bundle(cfg, prep, model.cpu(), style, source, logits.argmax(1).numpy(), results)
+    waste_bundle.print_result(bundle)
+    return bundle
