@@ -291,7 +291,7 @@ def split_by_group(w: Windows, test_groups: Sequence[str] | None = None,
     rest = [g for g in known if g not in test]
     if val_groups:
         val = _check_groups(val_groups, known, "--val-groups")
-        if set(val) & set(test):
+        if set(val) & set(test) and set(val) != set(test):  # the same groups: validation watches the test
             both = sorted(set(val) & set(test))
             raise UserError(f"Groups {both} are in both --val-groups and --test-groups.")
     elif len(rest) >= 3:

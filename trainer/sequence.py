@@ -84,6 +84,10 @@ class SequenceConfig(BaseModel):
     """`auto`: weight the loss by inverse class frequency."""
     augment: bool = True
     """Random per-channel scaling and jitter of training windows."""
+    select: Literal["val", "last"] = "val"
+    """`val`: early stopping, LR halving and best-epoch weights by validation loss; `last`: a fixed
+    number of epochs with a cosine LR decay, validation only watched (for benchmarks that must not
+    choose anything on held-out people)."""
     seed: int = 0
     """Seed for the split, initialisation and batch order."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -225,11 +229,14 @@ def fit_model(cfg: SequenceConfig, prep: Prepared, run_dir: Path | None = None) 
         return torch.optim.Adam(params, lr=cfg.lr)
 
     def make_schedule(opt: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        if cfg.select == "last":
+            return Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch), "step")
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 3))
         return Schedule(plateau, interval="plateau")
 
-    fc = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience, monitor="val_loss",
-                   mode="min", seed=cfg.seed, device=cfg.device)
+    by_val = cfg.select == "val"
+    fc = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience if by_val else 0,
+                   restore_best=by_val, monitor="val_loss", mode="min", seed=cfg.seed, device=cfg.device)
     result = fit(model, WindowData(prep.train, cfg.augment), step_fn, eval_fn, make_optimizer, make_schedule,
                  fc, run_dir=run_dir or _run_dir(cfg), task_config=cfg.model_dump(mode="json"))
     return model.cpu().eval(), result
