@@ -101,7 +101,7 @@ def create_app(service: Any) -> FastAPI:
             return JSONResponse({"detail": f"upload is larger than {settings.max_upload_bytes} bytes"}, 413)
         return await call_next(request)
 
-    problems: dict[int | str, dict[str, Any]] = {c: {"model": Problem} for c in (401, 413, 415, 422, 503)}
+    problems: dict[int | str, dict[str, Any]] = {c: {"model": Problem} for c in (401, 409, 413, 415, 422, 503)}
 
     @app.post("/predict", response_model=Prediction, responses=problems, dependencies=[Depends(auth)])
     def predict(request: Request, file: UploadFile = File(..., description="the image (JPEG, PNG, ...)")) -> Any:
@@ -116,11 +116,11 @@ def create_app(service: Any) -> FastAPI:
 
     @app.post("/capture", response_model=Prediction, responses=problems, dependencies=[Depends(auth)])
     def capture() -> Any:
-        """Classify the next camera frame now."""
+        """Classify the next camera frame now (409 when no camera runs, 503 when it gives no frame)."""
         try:
             return service.request_capture()
         except LookupError as e:
-            raise HTTPException(503, str(e))
+            raise HTTPException(409, str(e))
         except FutureTimeout:
             raise HTTPException(503, "the camera gave no frame in time")
 

@@ -100,7 +100,7 @@ class Service:
             status.errors += 1
         t = threading.Thread(target=supervise, name=f"edgekit-{name}", daemon=True, kwargs=dict(
             status=status, open_source=self._reopen(name, open_source), handle=handle, stop=self.stop_event,
-            finite=finite, on_event=self._on_source_event, backoff=self.backoff, first=first))
+            finite=finite, on_event=self._on_source_event, backoff=self.backoff, first=first, tried=True))
         self._threads.append(t)
         t.start()
 
@@ -155,8 +155,11 @@ class Service:
 
     def request_capture(self, timeout: float = 10.0) -> dict[str, Any]:
         """Classify the next camera frame now (POST /capture) and return its event."""
-        if "camera" not in self.sources:
+        status = self.sources.get("camera")
+        if status is None:
             raise LookupError("no camera source is configured")
+        if status.state in ("finished", "stopped"):
+            raise LookupError(f"the camera source is {status.state}")
         fut: Future = Future()
         self._requests.put(fut)
         self._wake.set()

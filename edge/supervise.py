@@ -60,7 +60,7 @@ class Backoff:
 
 def supervise(status: SourceStatus, open_source: Callable[[], Iterator[Any]], handle: Callable[[Any], None],
               stop: threading.Event, finite: bool, on_event: Callable[[str, SourceStatus], None] | None = None,
-              backoff: Backoff = Backoff(), first: Iterator[Any] | None = None) -> None:
+              backoff: Backoff = Backoff(), first: Iterator[Any] | None = None, tried: bool = False) -> None:
     """Run `handle(item)` for every item of the source until `stop` is set or a finite source ends.
 
     Args:
@@ -71,10 +71,11 @@ def supervise(status: SourceStatus, open_source: Callable[[], Iterator[Any]], ha
         finite: the source ends by itself (files); ending is then `finished`, not a failure.
         on_event: called with ("down" | "restart" | "up", status) for metrics.
         first: an iterator already opened by the caller (so start-up errors surface at start).
+        tried: the caller already tried to open the source (and failed): the next open is a restart.
     """
     notify = on_event or (lambda what, st: None)
     delays = backoff.delays()
-    source, opened = first, first is not None
+    source, opened = first, first is not None or tried
     while not stop.is_set():
         try:
             if source is None:
@@ -93,6 +94,8 @@ def supervise(status: SourceStatus, open_source: Callable[[], Iterator[Any]], ha
                     notify("up", status)
                     delays = backoff.delays()  # healthy again: the next failure starts from `first`
             else:
+                if stop.is_set():
+                    break
                 if finite:
                     status.set("finished")
                     log.info("%s source finished after %d frames", status.name, status.items)
