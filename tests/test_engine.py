@@ -104,6 +104,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tm
     _assert_same_weights(ckpt_io.load(tmp_path / ckpt_io.LAST)["model"], reference["last"])
     _assert_same_weights(torch.load(tmp_path / ckpt_io.BEST_MODEL, weights_only=True), reference["best"])
     assert _losses(result.history) == _losses(reference["history"]), info
+    assert not list(tmp_path.glob(".*.tmp"))  # temporaries of a killed save are cleaned up on resume
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

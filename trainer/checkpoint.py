@@ -146,3 +146,15 @@ def load_final_weights(model: torch.nn.Module, run_dir: Path, restore_best: bool
     ckpt = load_latest(run_dir)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+
+
+def remove_stale_temporaries(run_dir: Path, names: tuple[str, ...] = ()) -> None:
+    """Delete half-written temporaries (`.<name>.*.tmp`) left by a process killed while saving.
+
+    Args:
+        names: further file names the caller writes atomically in `run_dir`, besides the checkpoints.
+    """
+    prefixes = tuple(f".{n}." for n in (LAST, PREV, BEST_MODEL, *names)) + (".checkpoint_best_e",)
+    for p in run_dir.glob(".*.tmp"):
+        if p.name.startswith(prefixes):
+            p.unlink(missing_ok=True)

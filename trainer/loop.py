@@ -125,6 +125,7 @@ class Trainer:
         return result
 
     def _start(self) -> None:
+        ckpt_io.remove_stale_temporaries(self.run_dir, (HISTORY, DONE, CURVES, CONFIG))
         ckpt = ckpt_io.load_latest(self.run_dir) if self.cfg.resume else None
         if ckpt is None:
             seed_everything(self.cfg.seed)
@@ -362,6 +363,8 @@ class Trainer:
             self.cfg.oom_cooldown_s,
         )
         self.optimizer.zero_grad(set_to_none=True)
+        # a scaler interrupted between unscale_() and update() refuses the next step: start a clean one
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
