@@ -172,7 +172,8 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Ed
         loc = str(err["loc"][0]) if err["loc"] else ""
         name = ENV_NAMES.get(loc, loc.upper())
         msg = err["msg"].removeprefix("Value error, ")
-        got = f" (got {err['input']!r})" if isinstance(err.get("input"), str | int | float) else ""
+        value = err.get("input")
+        got = f" (got {value!r})" if isinstance(value, str | int | float) and repr(value) not in msg else ""
         raise UserError(f"Setting {name} is invalid: {msg}{got}.")
 
 
