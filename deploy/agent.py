@@ -102,6 +102,7 @@ def _state(root: str) -> dict:
         "ok": True, "arch": platform.machine(), "python": platform.python_version(),
         "free": shutil.disk_usage(root).free, "docker": shutil.which("docker") is not None,
         "releases": _releases(root), "slots": _slots(root), "env": env,
+        "compose": os.path.exists(os.path.join(root, "compose.yml")),
     }
 
 
@@ -237,9 +238,16 @@ def _point(root: str, name: str, release: str | None) -> None:
 
 
 def cmd_activate(a) -> None:
-    """Write the `.env` given on stdin (if --env), then set the slot: `<slot>.prev` first, then `<slot>`."""
-    if a.env:
-        _write(os.path.join(a.root, ".env"), sys.stdin.buffer.read())
+    """Write the files given on stdin as JSON, then set the slot: `<slot>.prev` first, then `<slot>`.
+
+    stdin: {"env": text of .env or null, "compose": text of compose.yml, written only where none exists}.
+    """
+    files = json.loads(sys.stdin.read() or "{}")
+    if files.get("env") is not None:
+        _write(os.path.join(a.root, ".env"), files["env"].encode())
+    compose = os.path.join(a.root, "compose.yml")
+    if files.get("compose") is not None and not os.path.exists(compose):
+        _write(compose, files["compose"].encode(), mode=0o644)
     if a.slot:
         _point(a.root, a.slot + ".prev", a.previous or None)
         _point(a.root, a.slot, a.current or None)
@@ -247,10 +255,10 @@ def cmd_activate(a) -> None:
     _emit({"ok": True})
 
 
-def _write(dest: str, data: bytes) -> None:
+def _write(dest: str, data: bytes, mode: int = 0o600) -> None:
     """Write `data` to `dest` atomically (temp file, fsync, rename), keeping the old file's mode."""
     tmp = f"{dest}.{os.getpid()}.tmp"
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # may hold tokens
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:  # .env may hold tokens
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -343,7 +351,6 @@ def main() -> None:
     s.add_argument("sha256")
     s.add_argument("release")
     s = sub.add_parser("activate")
-    s.add_argument("--env", action="store_true", help="write stdin to .env")
     s.add_argument("--slot", default="")
     s.add_argument("--current", default="")
     s.add_argument("--previous", default="")

@@ -7,11 +7,13 @@ back, restore `.env`, restart, check the old release) → prune. All of it under
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +28,8 @@ ARCHES = ("aarch64", "armv7l", "x86_64")
 DEFAULT_RESTART = "docker compose up -d"
 DEFAULT_HEALTH = "http://127.0.0.1:8000/health"
 STATUSES = ("ok", "skipped-identical", "rolled-back", "failed", "not-run")
+COMPOSE_FILE = Path(__file__).with_name("docker") / "compose.yml"
+"""The runtime's compose file, installed as `<root>/compose.yml` on devices that have none."""
 
 
 class DeployOptions(BaseModel):
@@ -91,11 +95,21 @@ def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] |
     dev.call("install", remote, payload.sha256, payload.release)
 
 
-def activate(dev: Device, slot: str, current: str | None, previous: str | None, env: str | None) -> None:
-    """Write `.env` (when given) and point the slot, in one device call."""
+def activate(dev: Device, slot: str, current: str | None, previous: str | None, env: str | None,
+             compose: str | None = None) -> None:
+    """Write `.env` (when given) and a missing compose file, and point the slot, in one device call."""
     args = ["--slot", slot, "--current", current or "", "--previous", previous or ""]
-    dev.call("activate", *(["--env"] if env is not None else []), *args,
-             stdin=env.encode() if env is not None else None)
+    dev.call("activate", *args, stdin=json.dumps({"env": env, "compose": compose}).encode())
+
+
+def compose_to_install(state: dict, opts: DeployOptions) -> str | None:
+    """edgekit's compose file, when the restart uses Docker Compose and the device has none yet.
+
+    An existing compose.yml on the device is the user's and is never overwritten.
+    """
+    if state.get("compose") or not opts.restart.startswith("docker compose") or not COMPOSE_FILE.is_file():
+        return None
+    return COMPOSE_FILE.read_text()
 
 
 def cycle(dev: Device, opts: DeployOptions, expect: str, prune: int = 0) -> tuple[bool, str, list[str]]:
@@ -150,7 +164,8 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
             res.steps.append("uploaded")
             state["releases"][payload.release] = {"meta": payload.meta}
         switch = slot["current"] != payload.release
-        activate(dev, opts.slot, payload.release, slot["current"] if switch else slot["previous"], new_env)
+        activate(dev, opts.slot, payload.release, slot["current"] if switch else slot["previous"], new_env,
+                 compose_to_install(state, opts))
         healthy, detail, pruned = cycle(dev, opts, payload.expect, prune=opts.keep)
         if not healthy:
             return revert(dev, opts, state, slot, f"health check failed: {detail}", res)

@@ -224,8 +224,12 @@ class SSHTransport(Transport):
 
 
 def _open_fabric(target: Target, opts: SSHOptions):
-    import paramiko
-    from fabric import Connection
+    try:
+        import paramiko
+        from fabric import Connection
+    except ImportError as e:
+        raise TransportError(f"SSH targets need the deploy extra ({e.name} is missing): "
+                             f"pip install 'edgekit[deploy]'.")
 
     from edgekit.deploy.hostkeys import policy_for
 

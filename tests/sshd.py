@@ -32,7 +32,7 @@ Subsystem sftp internal-sftp
 MaxStartups 100
 MaxSessions 50
 LogLevel ERROR
-"""
+{setenv}"""
 
 
 def available() -> str | None:
@@ -60,13 +60,20 @@ def free_port() -> int:
 class SSHD:
     """One sshd process; `known_hosts_line` trusts it, `kill_sessions()` cuts live connections."""
 
-    def __init__(self, workdir: Path, client_key: Path):
+    def __init__(self, workdir: Path, client_key: Path, login_rc: bool = True):
+        """Args:
+            login_rc: let bash read the user's ~/.bashrc for each command as it does under a real sshd.
+                False sets SHLVL=1 for sessions, which stops that (bash reads it only at level 1):
+                a developer's rc (pyenv, conda) can cost 0.5 s of CPU per command, which a Pi's
+                plain rc does not, and which would swamp what the fleet benchmark measures.
+        """
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         keygen(self.dir / "host_key")
         shutil.copy(f"{client_key}.pub", self.dir / "authorized_keys")
-        (self.dir / "sshd_config").write_text(CONFIG.format(port=self.port, dir=self.dir))
+        setenv = "" if login_rc else "SetEnv SHLVL=1\n"
+        (self.dir / "sshd_config").write_text(CONFIG.format(port=self.port, dir=self.dir, setenv=setenv))
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.log = open(self.dir / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server

@@ -181,3 +181,31 @@ def test_apply_env_restores_old_env_when_unhealthy(tmp_path):
                         health_timeout=0.5)
     assert not bad.ok and bad.results[0].status == "rolled-back"
     assert (dev / ".env").read_text() == after_good
+
+
+def test_default_restart_installs_compose_file_once(tmp_path, monkeypatch):
+    """No Docker engine runs here: a `docker` script on PATH stands in for it and records its calls."""
+    from edgekit.deploy import releases
+
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  edgekit:\n    image: edgekit-runtime\n")
+    monkeypatch.setattr(releases, "COMPOSE_FILE", compose)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\necho "$PWD: $*" >> docker.log\nsh restart.sh\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    dev = device_dir(tmp_path / "dev")
+    b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
+    assert api.deploy([f"local:{dev}"], b1, health=HEALTH_CMD).ok
+    assert (dev / "compose.yml").read_text() == compose.read_text()
+    (dev / "compose.yml").write_text("# my own edits\n" + compose.read_text())
+    assert api.deploy([f"local:{dev}"], b2, health=HEALTH_CMD).ok
+    assert (dev / "compose.yml").read_text().startswith("# my own edits")  # never overwritten
+    assert (dev / "docker.log").read_text().splitlines() == [f"{dev}: compose up -d"] * 2
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a device without Docker is refused before any change
+    b3 = make_bundle(tmp_path / "models", version="v3")
+    res = api.deploy([f"local:{dev}"], b3, health=HEALTH_CMD).results[0]
+    assert res.status == "failed" and "Docker is not installed" in res.reason
+    assert os.readlink(dev / "current") == "releases/waste-v2-tflite-int8"
