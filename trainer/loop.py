@@ -164,7 +164,10 @@ class Trainer:
             idx = order[self.samples_done : self.samples_done + self.batch_size]
             self._step(idx)
             self.sums.seconds = time.monotonic() - started
-            self.progress.advance(self.samples_done, self.sums.loss / max(self.sums.n, 1))
+            n = max(self.sums.n, 1)
+            self.progress.advance(
+                self.samples_done, self.sums.loss / n, self.sums.correct / n if self.sums.has_acc else None
+            )
             end_of_epoch = not self._has_batch()
             every = self.cfg.checkpoint_every_steps
             if not end_of_epoch and (self.stop.requested or (every and self.global_step % every == 0)):

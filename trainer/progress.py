@@ -35,7 +35,7 @@ def _pair(title: str, record: dict[str, Any], split: str) -> str:
 
 
 class EpochProgress:
-    """A bar per epoch (samples done, running loss, ETA) that vanishes when the epoch line is printed."""
+    """A bar per epoch (samples done, running loss and accuracy, ETA) that vanishes when the epoch line is printed."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -44,7 +44,7 @@ class EpochProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("loss {task.fields[loss]}{task.fields[acc]}"),
             TimeRemainingColumn(),
             console=console,
             transient=True,
@@ -63,10 +63,15 @@ class EpochProgress:
         """Show a fresh bar for `epoch` (0-based), starting at `done` of `total` samples."""
         if self._task is not None:
             self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(f"Epoch {epoch + 1}/{epochs}", total=total, completed=done, loss="-")
+        self._task = self._progress.add_task(
+            f"Epoch {epoch + 1}/{epochs}", total=total, completed=done, loss="-", acc=""
+        )
 
-    def advance(self, done: int, loss: float) -> None:
-        self._progress.update(self._task, completed=done, loss=f"{loss:.4f}")
+    def advance(self, done: int, loss: float, acc: float | None = None) -> None:
+        """Move the bar to `done` samples, showing the running loss and accuracy (a fraction)."""
+        self._progress.update(
+            self._task, completed=done, loss=f"{loss:.4f}", acc="" if acc is None else f", acc {100 * acc:.1f}%"
+        )
 
     def print(self, line: str) -> None:
         """Print above the bar; never wrapped, so log files keep one line per epoch."""
