@@ -70,7 +70,11 @@ class WakewordModel:
 
 
 def resolve_models(paths: list[Path], framework: str) -> list[WakewordModel]:
-    """Model files from `OPENWAKEWORD_MODEL_PATHS` entries: files, or bundle folders (their `framework` file)."""
+    """Model files from `OPENWAKEWORD_MODEL_PATHS` entries: files, or bundle folders (their `framework` file).
+
+    A file inside a bundle or deployed release (a `manifest.json` above it) is reported as `name/version`
+    and brings the bundle's recommended thresholds; a bare file is `stem/sha256-prefix`.
+    """
     from edgekit import atomic
     from edgekit.bundle import MANIFEST, Bundle
 
@@ -83,7 +87,13 @@ def resolve_models(paths: list[Path], framework: str) -> list[WakewordModel]:
                 raise UserError(f"Wake-word bundle {p} has no {framework} model (it has: {', '.join(b.formats())}).")
             out.append(WakewordModel(f, f"{b.name}/{b.version}", dict(b.manifest.thresholds)))
         elif p.is_file():
-            out.append(WakewordModel(p, f"{p.stem}/{atomic.sha256_file(p)[:12]}"))
+            # A deployed release keeps the bundle's manifest beside the model: report its name/version.
+            home = next((d for d in list(p.resolve().parents)[:3] if (d / MANIFEST).is_file()), None)
+            if home is not None:
+                b = Bundle.load(home)
+                out.append(WakewordModel(p, f"{b.name}/{b.version}", dict(b.manifest.thresholds)))
+            else:
+                out.append(WakewordModel(p, f"{p.stem}/{atomic.sha256_file(p)[:12]}"))
         else:
             raise UserError(f"Setting OPENWAKEWORD_MODEL_PATHS names {p}, which does not exist.")
     return out
