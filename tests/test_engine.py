@@ -255,6 +255,23 @@ def test_missing_monitor_is_a_user_error_with_a_suggestion(tmp_path):
         worker.run(tmp_path, monitor="val_accuracy", mode="max")
 
 
+def test_a_checkpoint_of_another_model_is_a_user_error(tmp_path):
+    worker.run(tmp_path, epochs=1)
+    (tmp_path / "done.json").unlink()  # pretend it was interrupted
+    wider = torch.nn.Sequential(torch.nn.Linear(worker.FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    with pytest.raises(UserError, match="does not fit this model"):
+        fit(
+            wider,
+            worker.TinyData(),
+            worker.step_fn,
+            worker.eval_fn,
+            worker.make_optimizer,
+            None,
+            worker.FitConfig(epochs=2, batch_size=8, device="cpu"),
+            tmp_path,
+        )
+
+
 def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
     ckpt_io.save(tmp_path / "c.pt", {"rng": ckpt_io.capture_rng()})
     before = (random.random(), float(np.random.standard_normal()), float(torch.rand(1)))

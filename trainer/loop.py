@@ -131,7 +131,14 @@ class Trainer:
             seed_everything(self.cfg.seed)
             self._checkpoint()  # so an out-of-memory retry always has a state to go back to
             return
-        self._load(ckpt)
+        try:
+            self._load(ckpt)
+        except (RuntimeError, ValueError, KeyError) as e:  # another model's or optimizer's checkpoint
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"The checkpoint in {self.run_dir} does not fit this model ({first}); "
+                "use another run folder or --no-resume to start over."
+            ) from e
         changed = [k for k, v in self.cfg.model_dump().items() if ckpt.get("config", {}).get("fit", {}).get(k) != v]
         if changed:
             log.warning("Resuming with changed settings: %s.", ", ".join(changed))
