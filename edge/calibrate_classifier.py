@@ -126,8 +126,8 @@ def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.n
 
     bundle = resolve(cfg.model)
     if bundle.manifest.task != "image-classification":
-        raise UserError(f"Bundle {bundle.name}/{bundle.version} is a {bundle.manifest.task} model, "
-                        "not an image classifier.")
+        raise UserError(f"Bundle {bundle.name}/{bundle.version} is for {bundle.manifest.task}, "
+                        "not image classification.")
     fmt = cfg.format or choose_format(bundle, cfg.framework, quantized=True)
     predictor = Predictor.from_bundle(bundle, fmt=fmt)
     paths, y = labeled_folder(cfg.data, list(bundle.manifest.labels))

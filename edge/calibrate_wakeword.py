@@ -107,7 +107,7 @@ def resolve_model(arg: str, framework: str | None) -> tuple[Path, str, str]:
 
     b = resolve(arg)
     if b.manifest.task != "wakeword":
-        raise UserError(f"Bundle {b.name}/{b.version} is a {b.manifest.task} model, not a wake-word model.")
+        raise UserError(f"Bundle {b.name}/{b.version} is for {b.manifest.task}, not a wake-word model.")
     for fw in [framework] if framework else ["onnx", "tflite"]:
         f = b.model_file(fw)
         if f is not None:
@@ -172,6 +172,29 @@ def score_samples(model: Any, name: str, samples: np.ndarray, warmup_s: float,
             tick(1)
     vad_arr = np.asarray(gate[warm:], dtype=np.float64) if vad is not None else None
     return ScoreTrack(np.asarray(raw[warm:], dtype=np.float64), vad_arr)
+
+
+def save_scores(path: Path, ambient: ScoreTrack, positives: list[ScoreTrack]) -> None:
+    """Per-frame scores, so a later sweep (other grid, other target) needs no model run."""
+    from edgekit import atomic
+
+    arrays = {"ambient": ambient.scores} | ({"ambient_vad": ambient.vad} if ambient.vad is not None else {})
+    for i, p in enumerate(positives):
+        arrays[f"positive_{i}"] = p.scores
+        if p.vad is not None:
+            arrays[f"positive_{i}_vad"] = p.vad
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_scores(path: Path) -> tuple[ScoreTrack, list[ScoreTrack]]:
+    """The tracks `save_scores` wrote."""
+    with np.load(path) as z:
+        n = sum(1 for k in z.files if k.startswith("positive_") and not k.endswith("_vad"))
+        amb = ScoreTrack(z["ambient"], z["ambient_vad"] if "ambient_vad" in z.files else None)
+        pos = [ScoreTrack(z[f"positive_{i}"], z[f"positive_{i}_vad"] if f"positive_{i}_vad" in z.files else None)
+               for i in range(n)]
+    return amb, pos
 
 
 def _read_all(files: list[Path]) -> list[np.ndarray]:
@@ -263,7 +286,7 @@ def _row_json(r: SweepRow, hours: float, n_pos: int) -> dict[str, Any]:
 
 
 def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
-    """Score, sweep, choose, and write calibration.json, calibration.env and det.png to `cfg.out`."""
+    """Score, sweep, choose; write calibration.json, calibration.env, scores.npz and det.png to `cfg.out`."""
     from edgekit import __version__, atomic
 
     amb_files = list_wavs(cfg.ambient, "ambient")
@@ -302,6 +325,7 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
         result["env"] = env_values(chosen.setting)
         atomic.write_text(cfg.out / "calibration.env", "".join(f"{k}={v}\n" for k, v in result["env"].items()))
     atomic.write_json(cfg.out / "calibration.json", result)
+    save_scores(cfg.out / "scores.npz", amb, pos)
     from edgekit.edge.calibration_plots import det_plot
 
     det_plot(result, cfg.out / "det.png")
