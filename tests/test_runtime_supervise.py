@@ -211,3 +211,25 @@ def test_busy_pi_camera_is_retried_and_classifies(waste_mini, tmp_path, monkeypa
     finally:
         service.shutdown()
     assert Path(settings.data_dir / "events.sqlite").is_file()
+
+
+def test_wake_word_triggers_one_classification(oww_dir, waste_mini, tmp_path):
+    bundle = export_tiny_classifier(tmp_path / "models")
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for p in sorted((waste_mini / "glass").glob("*.jpg"))[:3]:
+        (folder / p.name).symlink_to(p)
+    settings = load_settings(wakeword_models=str(oww_dir / "alexa_v0.1.onnx"), feature_dir=oww_dir,
+                             audio_source="wav", audio_path=str(oww_dir / "alexa_test.wav"), model_path=bundle.path,
+                             camera_source="folder", camera=str(folder), classify_trigger="wakeword",
+                             data_dir=tmp_path / "data")
+    service = Service(settings, backoff=FAST)
+    service.start()
+    try:
+        wait_for(lambda: service.sources["audio"].state == "finished", 30, "the clip to play")
+        wait_for(lambda: service.events.since(0, kind="classification"), 10, "the triggered classification")
+        time.sleep(0.5)  # nothing more may come: the camera waits for the next wake word
+        kinds = [e["kind"] for e in service.events.since(0)]
+    finally:
+        service.shutdown()
+    assert kinds == ["wakeword", "classification"]
