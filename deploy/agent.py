@@ -285,8 +285,9 @@ def _prune(root: str, keep: int) -> list:
 def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
     import urllib.request
 
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - the user's own device URL
+        with opener.open(url, timeout=5) as r:
             body = r.read().decode("utf-8", "replace")
     except Exception as e:  # any failure is "not healthy yet"
         return False, f"{url}: {e}"

@@ -209,3 +209,39 @@ def test_default_restart_installs_compose_file_once(tmp_path, monkeypatch):
     res = api.deploy([f"local:{dev}"], b3, health=HEALTH_CMD).results[0]
     assert res.status == "failed" and "Docker is not installed" in res.reason
     assert os.readlink(dev / "current") == "releases/waste-v2-tflite-int8"
+
+
+def test_health_url_must_report_the_new_version(tmp_path):
+    """The default kind of check: GET /health answers 200 and names `bundle/version` (as `edgekit serve` does)."""
+    import http.server
+    import threading
+
+    dev = device_dir(tmp_path / "dev")
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            running = (dev / "running").read_text().strip() if (dev / "running").exists() else ""
+            body = json.dumps({"status": "ok" if running else "degraded", "versions": [running]}).encode()
+            self.send_response(200 if running else 503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    try:
+        b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
+        assert api.deploy([f"local:{dev}"], b1, restart="sh restart.sh", health=url).ok
+        # v2's service keeps answering with the old version (e.g. it failed to load the new model)
+        res = api.deploy([f"local:{dev}"], b2, restart="true", health=url, health_timeout=1).results[0]
+        assert res.status == "rolled-back" and "does not report waste/v2" in res.reason
+        (dev / "broken").write_text("waste/v2\n")  # v2 takes the service down: /health answers 503
+        res = api.deploy([f"local:{dev}"], b2, restart="sh restart.sh", health=url, health_timeout=1).results[0]
+        assert res.status == "rolled-back" and "503" in res.reason
+        assert (dev / "running").read_text() == "waste/v1\n"
+    finally:
+        server.shutdown()
