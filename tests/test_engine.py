@@ -23,6 +23,7 @@ import torch
 
 from edgekit.errors import UserError
 from edgekit.trainer import checkpoint as ckpt_io
+from edgekit.trainer.best import BestTracker
 from edgekit.trainer.engine import TrainingFailed, fit
 from edgekit.trainer.metrics import classification_report
 from edgekit.trainer.plots import plot_confusion
@@ -253,6 +254,17 @@ def test_weighted_sampling_balances_the_classes(tmp_path):
 def test_missing_monitor_is_a_user_error_with_a_suggestion(tmp_path):
     with pytest.raises(UserError, match="Did you mean 'val_acc'"):
         worker.run(tmp_path, monitor="val_accuracy", mode="max")
+
+
+def test_best_tracker_max_mode_min_delta_nan_and_best_k():
+    b = BestTracker()
+    verdicts = [b.update(v, e, "max", 0.01, 2, 2) for e, v in enumerate([0.5, 0.505, float("nan"), 0.7], 1)]
+    assert [v.improved for v in verdicts] == [True, False, False, True]  # +0.005 is below min_delta
+    assert [v.keep for v in verdicts] == [True, True, False, True]
+    assert [v.evicted for v in verdicts] == [[], [], [], [1]]
+    assert [v.stop for v in verdicts] == [False, False, True, False]  # the NaN was the 2nd bad epoch
+    assert b.value == 0.7 and b.epoch == 4 and b.top == [[0.7, 4], [0.505, 2]]
+    assert not b.update(0.1, 5, "max", 0.01, 2, 2).stop and b.update(0.1, 6, "max", 0.01, 2, 2).stop
 
 
 def test_a_checkpoint_of_another_model_is_a_user_error(tmp_path):

@@ -11,7 +11,7 @@ import gc
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from edgekit.atomic import write_json
 from edgekit.console import console
 from edgekit.errors import UserError
 from edgekit.trainer import checkpoint as ckpt_io
+from edgekit.trainer.best import BestTracker
 from edgekit.trainer.engine import (
     BEST_K,
     CONFIG,
@@ -43,16 +44,6 @@ from edgekit.trainer.signals import GracefulStop
 log = logging.getLogger(__name__)
 
 PLOT_EVERY_S = 60.0
-
-
-@dataclass
-class _Best:
-    value: float | None = None
-    epoch: int | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    top: list[list[Any]] = field(default_factory=list)
-    """[value, epoch, file name] of the kept best-k checkpoints."""
 
 
 @dataclass
@@ -100,7 +91,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.epoch = self.samples_done = self.global_step = 0
         self.batch_size = cfg.batch_size
-        self.best, self.sums, self.history = _Best(), _Sums(), []
+        self.best, self.sums, self.history = BestTracker(), _Sums(), []
         self.oom_retries = 0
         self.plotted_at = time.monotonic()
         self.stop = GracefulStop()
@@ -281,30 +272,23 @@ class Trainer:
 
     def _update_best(self, record: dict[str, Any], state: dict[str, Any]) -> None:
         """Early-stopping counter, best_model.pt and the best-k checkpoints, from this epoch's metric."""
-        value, b, sign = float(record[self.cfg.monitor]), self.best, (1 if self.cfg.mode == "min" else -1)
-        if math.isfinite(value) and (b.value is None or sign * (b.value - value) > self.cfg.min_delta):
-            b.value, b.epoch, b.bad_epochs = value, record["epoch"], 0
+        c, epoch = self.cfg, record["epoch"]
+        verdict = self.best.update(float(record[c.monitor]), epoch, c.mode, c.min_delta, c.patience, c.keep_best)
+        if verdict.improved:
             ckpt_io.save_weights(self.run_dir / ckpt_io.BEST_MODEL, self.model)
-        else:
-            b.bad_epochs += 1
-            b.stopped_early = self.cfg.patience > 0 and b.bad_epochs >= self.cfg.patience
-            if b.stopped_early:
-                log.info(
-                    "Early stop: %s has not improved for %d epochs (best %.4f at epoch %s).",
-                    self.cfg.monitor,
-                    b.bad_epochs,
-                    b.value if b.value is not None else math.nan,
-                    b.epoch,
-                )
-        if self.cfg.keep_best and math.isfinite(value):
-            b.top.append([value, record["epoch"], BEST_K.format(epoch=record["epoch"])])
-            b.top.sort(key=lambda t: sign * t[0])
-            for _, _, name in b.top[self.cfg.keep_best :]:
-                (self.run_dir / name).unlink(missing_ok=True)
-            b.top = b.top[: self.cfg.keep_best]
-        state["best"] = asdict(b)
-        if any(t[1] == record["epoch"] for t in b.top):
-            ckpt_io.save(self.run_dir / BEST_K.format(epoch=record["epoch"]), state)
+        for old in verdict.evicted:
+            (self.run_dir / BEST_K.format(epoch=old)).unlink(missing_ok=True)
+        state["best"] = asdict(self.best)
+        if verdict.keep:
+            ckpt_io.save(self.run_dir / BEST_K.format(epoch=epoch), state)
+        if verdict.stop:
+            log.info(
+                "Early stop: %s has not improved for %d epochs (best %s at epoch %s).",
+                c.monitor,
+                self.best.bad_epochs,
+                self.best.value,
+                self.best.epoch,
+            )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -338,9 +322,9 @@ class Trainer:
         ckpt_io.restore_rng(ckpt["rng"])
         self.epoch, self.samples_done, self.global_step = ckpt["epoch"], ckpt["samples_done"], ckpt["global_step"]
         self.batch_size = min(ckpt["batch_size"], self.cfg.batch_size)
-        self.best, self.sums = _Best(**ckpt["best"]), _Sums(**ckpt["sums"])
+        self.best, self.sums = BestTracker(**ckpt["best"]), _Sums(**ckpt["sums"])
         self.history = list(ckpt["history"])
-        kept = {t[2] for t in self.best.top}
+        kept = {BEST_K.format(epoch=e) for _, e in self.best.top}
         for p in self.run_dir.glob("checkpoint_best_e*.pt"):  # written after this checkpoint: replayed
             if p.name not in kept:
                 p.unlink()
