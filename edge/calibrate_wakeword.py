@@ -18,7 +18,7 @@ feature buffer with random noise on reset, and the first ~15 frames score that n
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.edge.detector_sweep import ScoreTrack, Setting, SweepRow, sweep
-from edgekit.edge.record import FRAME, RATE, list_wavs, read_wav
+from edgekit.edge.record import FRAME, RATE, list_wavs, read_wav, wav_samples
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -147,11 +147,13 @@ def open_model(path: Path, framework: str, feature_dir: Path | None, vad: bool) 
 
 # --- scoring ---------------------------------------------------------------------------------------
 
-def score_samples(model: Any, name: str, samples: np.ndarray, warmup_s: float,
-                  tick: Callable[[int], None] | None = None) -> ScoreTrack:
-    """Stream `samples` (int16, 16 kHz) through `model` one 80 ms frame at a time, from a fresh state.
+def score_chunks(model: Any, name: str, chunks: Iterable[np.ndarray], warmup_s: float,
+                 tick: Callable[[int], None] | None = None) -> ScoreTrack:
+    """Stream int16 16 kHz audio, given in pieces of any length, through `model` from a fresh state.
 
-    Each frame goes through `model.predict`, the call the device makes; the raw score is read from
+    The pieces are one continuous stream (a recording split into chunks), cut into 80 ms frames across
+    their boundaries; only the scores are kept, so hours of audio never sit in memory at once. Each
+    frame goes through `model.predict`, the call the device makes; the raw score is read from
     openWakeWord's prediction buffer (before its VAD gate) and the VAD score is the one it gates with.
     """
     model.reset()
@@ -159,19 +161,37 @@ def score_samples(model: Any, name: str, samples: np.ndarray, warmup_s: float,
     if vad is not None:
         vad.reset_states()
         vad.prediction_buffer.clear()
-    warm = int(round(warmup_s * RATE / FRAME))
-    x = np.concatenate([np.zeros(warm * FRAME, np.int16), samples.astype(np.int16)])
-    x = np.concatenate([x, np.zeros(-len(x) % FRAME, np.int16)])
-    raw, gate = [], []
-    for i, start in enumerate(range(0, len(x), FRAME)):
-        model.predict(x[start:start + FRAME])
+    raw: list[float] = []
+    gate: list[float] = []
+
+    def feed(frame: np.ndarray) -> None:
+        model.predict(frame)
         raw.append(model.prediction_buffer[name][-1])
         if vad is not None:
             gate.append(max(list(vad.prediction_buffer)[-7:-4], default=0.0))
-        if tick and i >= warm:
-            tick(1)
+
+    warm = int(round(warmup_s * RATE / FRAME))
+    for _ in range(warm):
+        feed(np.zeros(FRAME, np.int16))
+    carry = np.zeros(0, np.int16)
+    for chunk in chunks:
+        x = np.concatenate([carry, np.asarray(chunk, dtype=np.int16)])
+        whole = len(x) // FRAME * FRAME
+        for start in range(0, whole, FRAME):
+            feed(x[start:start + FRAME])
+        if tick:
+            tick(whole // FRAME)
+        carry = x[whole:]
+    if len(carry):
+        feed(np.concatenate([carry, np.zeros(FRAME - len(carry), np.int16)]))
     vad_arr = np.asarray(gate[warm:], dtype=np.float64) if vad is not None else None
     return ScoreTrack(np.asarray(raw[warm:], dtype=np.float64), vad_arr)
+
+
+def score_samples(model: Any, name: str, samples: np.ndarray, warmup_s: float,
+                  tick: Callable[[int], None] | None = None) -> ScoreTrack:
+    """`score_chunks` of one array."""
+    return score_chunks(model, name, [samples], warmup_s, tick)
 
 
 def save_scores(path: Path, ambient: ScoreTrack, positives: list[ScoreTrack]) -> None:
@@ -195,10 +215,6 @@ def load_scores(path: Path) -> tuple[ScoreTrack, list[ScoreTrack]]:
         pos = [ScoreTrack(z[f"positive_{i}"], z[f"positive_{i}_vad"] if f"positive_{i}_vad" in z.files else None)
                for i in range(n)]
     return amb, pos
-
-
-def _read_all(files: list[Path]) -> list[np.ndarray]:
-    return [read_wav(f) for f in files]
 
 
 # --- choice ----------------------------------------------------------------------------------------
@@ -261,19 +277,19 @@ def _progress():
                     TimeRemainingColumn(), console=err_console, transient=True)
 
 
-def score_recordings(cfg: WakewordCalibration, model: Any, name: str, ambient: list[np.ndarray],
-                     positives: list[np.ndarray]) -> tuple[ScoreTrack, list[ScoreTrack]]:
-    """The ambient recording as one continuous stream, and each positive clip on its own."""
+def score_recordings(cfg: WakewordCalibration, model: Any, name: str, ambient: list[Path],
+                     positives: list[Path]) -> tuple[ScoreTrack, list[ScoreTrack]]:
+    """The ambient files as one continuous stream (read one at a time), each positive clip on its own."""
     tail = np.zeros(int(cfg.pad_s * RATE), np.int16)
-    total = sum(len(a) for a in ambient) // FRAME + sum(len(p) + len(tail) for p in positives) // FRAME
+    total = (sum(map(wav_samples, ambient)) + sum(wav_samples(p) + len(tail) for p in positives)) // FRAME
     with _progress() as bar:
         task = bar.add_task("scoring audio", total=total)
 
         def tick(n: int) -> None:
             bar.advance(task, n)
 
-        amb = score_samples(model, name, np.concatenate(ambient), cfg.warmup_s, tick)
-        pos = [score_samples(model, name, np.concatenate([p, tail]), cfg.warmup_s, tick) for p in positives]
+        amb = score_chunks(model, name, (read_wav(f) for f in ambient), cfg.warmup_s, tick)
+        pos = [score_chunks(model, name, [read_wav(p), tail], cfg.warmup_s, tick) for p in positives]
     return amb, pos
 
 
@@ -291,13 +307,15 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
 
     amb_files = list_wavs(cfg.ambient, "ambient")
     pos_files = list_wavs(cfg.positives, "positive") if cfg.positives else []
-    ambient, positives = _read_all(amb_files), _read_all(pos_files)
-    hours = sum(len(a) for a in ambient) / RATE / 3600
+    seconds = [wav_samples(f) / RATE for f in amb_files]
+    for f in pos_files:  # every header is checked before any audio is scored
+        wav_samples(f)
+    hours = sum(seconds) / 3600
     if hours <= 0:
         raise UserError(f"The ambient recordings ({len(amb_files)} files) hold no audio.")
     path, framework, source = resolve_model(cfg.model, cfg.framework)
     model, name = open_model(path, framework, cfg.feature_dir, vad=bool(cfg.vad_thresholds))
-    amb, pos = score_recordings(cfg, model, name, ambient, positives)
+    amb, pos = score_recordings(cfg, model, name, amb_files, pos_files)
 
     refractories = sorted(set(cfg.refractories) | ({cfg.default_refractory} if not pos else set()))
     rows = sweep(amb, pos, sorted(cfg.thresholds), sorted(cfg.patiences), refractories,
@@ -308,8 +326,7 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
         "kind": "wakeword", "edgekit_version": __version__,
         "model": {"source": source, "file": str(path), "sha256": atomic.sha256_file(path), "framework": framework,
                   "name": name},
-        "data": {"ambient": [{"path": str(f), "seconds": len(a) / RATE}
-                             for f, a in zip(amb_files, ambient, strict=True)],
+        "data": {"ambient": [{"path": str(f), "seconds": t} for f, t in zip(amb_files, seconds, strict=True)],
                  "ambient_hours": hours, "positives": [str(f) for f in pos_files],
                  "warmup_s": cfg.warmup_s, "pad_s": cfg.pad_s, "ambient_is_one_stream": True},
         "config": cfg.model_dump(mode="json"),

@@ -61,8 +61,8 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> None:
         w.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """A 16 kHz mono 16-bit WAV as int16 samples; anything else is a `UserError` naming the problem.
+def wav_samples(path: Path) -> int:
+    """Samples in a 16 kHz mono 16-bit WAV, from its header; anything else is a `UserError` naming the problem.
 
     Calibration must hear what the device microphone hears, so recordings at other rates are refused
     rather than resampled (resampling changes the band the model sees).
@@ -70,7 +70,6 @@ def read_wav(path: Path) -> np.ndarray:
     try:
         with wave.open(str(path), "rb") as w:
             rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-            data = w.readframes(n)
     except (wave.Error, EOFError) as e:
         raise UserError(f"{path} is not a 16-bit PCM WAV file ({e}).")
     if rate != RATE:
@@ -78,7 +77,14 @@ def read_wav(path: Path) -> np.ndarray:
                         f"microphone's (`edgekit record` writes them; or: sox {path.name} -r 16000 out.wav).")
     if channels != 1 or width != 2:
         raise UserError(f"{path} has {channels} channel(s) of {8 * width}-bit audio; calibration needs mono 16-bit.")
-    return np.frombuffer(data, dtype=np.int16)
+    return n
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """A 16 kHz mono 16-bit WAV as int16 samples (checked as `wav_samples` checks it)."""
+    n = wav_samples(path)
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(n), dtype=np.int16)
 
 
 def list_wavs(sources: Iterable[str | Path], what: str) -> list[Path]:

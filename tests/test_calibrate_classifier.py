@@ -114,6 +114,7 @@ def _not_below(correct: int, n: int, target: float) -> bool:
     return n == 0 or binom.cdf(correct, n, target) >= 0.01
 
 
+@pytest.mark.slow  # shares the module's trained and exported model (~15 s of CPU)
 def test_thresholds_meet_the_target_on_held_out_photos(waste, calibrated):
     from edgekit.bundle import Bundle
     from edgekit.edge.classify import bundle_thresholds
@@ -135,6 +136,7 @@ def test_thresholds_meet_the_target_on_held_out_photos(waste, calibrated):
     assert not _not_below(int((plain == y0).sum()), len(y0), TARGET)
 
 
+@pytest.mark.slow  # shares the module's trained and exported model (~15 s of CPU)
 def test_results_report_per_class_and_reach_bundle_and_env(waste, calibrated):
     r = calibrated.result
     for c in r["classes"]:

@@ -90,6 +90,7 @@ def _env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and line[0] != "#")
 
 
+@pytest.mark.slow  # shares the module's calibration run (~15 s of CPU)
 def test_chosen_setting_meets_the_target_on_the_other_half(site, calibrated):
     choice = calibrated.result["choice"]
     assert choice["frr"] == 0.0, "the augmented alexa clips should all be detected"
@@ -108,6 +109,7 @@ def test_chosen_setting_meets_the_target_on_the_other_half(site, calibrated):
     assert any(r["false_accepts"] > 0 for r in calibrated.result["sweep"])
 
 
+@pytest.mark.slow  # shares the module's calibration run (~15 s of CPU)
 def test_env_written_and_applied_to_the_local_device(calibrated):
     choice = calibrated.result["choice"]
     env = _env(calibrated.out / "calibration.env")
@@ -125,6 +127,7 @@ def test_env_written_and_applied_to_the_local_device(calibrated):
     assert (calibrated.out / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # shares the module's calibration run (~15 s of CPU)
 def test_sweep_from_stored_scores_equals_rerunning_the_state_machine(calibrated):
     amb, pos = load_scores(calibrated.out / "scores.npz")
     assert len(pos) == N_POSITIVES
@@ -141,6 +144,7 @@ def test_sweep_from_stored_scores_equals_rerunning_the_state_machine(calibrated)
         assert 1 - detected / len(pos) == pytest.approx(r["frr"])
 
 
+@pytest.mark.slow  # shares the module's calibration run (~15 s of CPU)
 def test_without_positives_lowest_passing_threshold_plus_margin(site, calibrated, tmp_path):
     """Re-sweeps the stored scores of the first half (no model run) under the no-positives rule."""
     from edgekit.edge.calibrate_wakeword import choose
@@ -175,6 +179,18 @@ def test_vad_gate_is_replayed_exactly(site, tmp_path):
             [round(d.time_s, 6) for d in run_detector(got, s.detector())]
 
 
+def test_chunk_boundaries_do_not_change_scores(site):
+    """Recordings arrive in chunks of any length; scoring them as one stream equals scoring the whole."""
+    from edgekit.edge.calibrate_wakeword import open_model, score_chunks, score_samples
+
+    audio = np.concatenate([read_wav(site.pos / "alexa-1.wav"), read_wav(site.a / "words.wav")[: 4 * RATE]])
+    model, name = open_model(site.model, "onnx", site.oww, vad=False)
+    whole = score_samples(model, name, audio, warmup_s=2.0)
+    parts = score_chunks(model, name, [audio[:1000], audio[1000:30001], audio[30001:]], warmup_s=2.0)
+    np.testing.assert_array_equal(whole.scores, parts.scores)
+    assert len(whole.scores) == -(-len(audio) // 1280) and whole.scores.max() > 0.5
+
+
 def test_poisson_interval_and_hours_needed():
     lo, hi = poisson_rate_ci(0, 2.0)
     assert lo == 0 and hi == pytest.approx(-np.log(0.025) / 2.0, rel=1e-6)  # exact for k = 0
@@ -183,6 +199,7 @@ def test_poisson_interval_and_hours_needed():
     assert hours_needed(0.5) == pytest.approx(-np.log(0.025) / 0.5, rel=1e-6)  # ~7.4 h, not minutes
 
 
+@pytest.mark.slow  # shares the module's calibration run (~15 s of CPU)
 def test_short_recording_warns(calibrated):
     warnings = calibrated.result["warnings"]
     assert any("needs at least 7.4 h" in w for w in warnings), warnings
