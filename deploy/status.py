@@ -11,8 +11,6 @@ from edgekit.deploy import envfile
 from edgekit.deploy.device import Device
 from edgekit.deploy.releases import DeployOptions, HostResult
 
-ENV_SHOWN = ("MODEL_FRAMEWORK", "OPENWAKEWORD_THRESHOLD", "OPENWAKEWORD_VAD_THRESHOLD")
-
 
 @dataclass
 class DeviceStatus(HostResult):
@@ -36,7 +34,8 @@ def device_status(dev: Device, opts: DeployOptions) -> DeviceStatus:
     slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
     env = envfile.parse(state["env"])
     res = DeviceStatus(dev.label, "ok", release=slot["current"], previous=slot["previous"], arch=state["arch"],
-                       env={k: env[k] for k in ENV_SHOWN if k in env}, releases=len(state["releases"]))
+                       env={k: v for k, v in env.items() if "THRESHOLD" in k or k == "MODEL_FRAMEWORK"},
+                       releases=len(state["releases"]))
     metas = [state["releases"].get(s or "", {}).get("meta") for s in (slot["current"], slot["previous"])]
     res.formats = " / ".join(m["format"] if m else "-" for m in metas)
     if metas[0]:
