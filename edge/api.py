@@ -81,11 +81,8 @@ def decode_image(data: bytes, content_type: str | None) -> Any:
         raise HTTPException(422, f"the image could not be decoded: {type(e).__name__}")
 
 
-def create_app(service: Any) -> FastAPI:
-    """The API for a running `Service`."""
-    settings = service.settings
-    app = FastAPI(title="edgekit device API", version=__version__,
-                  description="Wake-word and camera classification service on the device.")
+def _guards(app: FastAPI, settings: Any) -> Any:
+    """Install the body-size guard on `app` and return the bearer-token dependency."""
     bearer = HTTPBearer(auto_error=False)
 
     def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -101,10 +98,19 @@ def create_app(service: Any) -> FastAPI:
             return JSONResponse({"detail": f"upload is larger than {settings.max_upload_bytes} bytes"}, 413)
         return await call_next(request)
 
+    return auth
+
+
+def create_app(service: Any) -> FastAPI:
+    """The API for a running `Service`."""
+    settings = service.settings
+    app = FastAPI(title="edgekit device API", version=__version__,
+                  description="Wake-word and camera classification service on the device.")
+    auth = _guards(app, settings)
     problems: dict[int | str, dict[str, Any]] = {c: {"model": Problem} for c in (401, 409, 413, 415, 422, 503)}
 
     @app.post("/predict", response_model=Prediction, responses=problems, dependencies=[Depends(auth)])
-    def predict(request: Request, file: UploadFile = File(..., description="the image (JPEG, PNG, ...)")) -> Any:
+    def predict(file: UploadFile = File(..., description="the image (JPEG, PNG, ...)")) -> Any:
         """Classify an uploaded image with the deployed model."""
         if service.classifier is None:
             raise HTTPException(503, "no image classifier is configured (MODEL_PATH)")

@@ -60,7 +60,8 @@ def test_compose_file_has_what_the_pi_needs():
     assert ".:/opt/edgekit:ro" in svc["volumes"]  # releases, current symlink and .env, read-only
     data = [v for v in svc["volumes"] if v.endswith(":/data")]
     assert data and data[0].split(":")[0] in compose["volumes"]
-    assert all(p.startswith("127.0.0.1:") for p in svc["ports"])  # not exposed to the network by default
+    assert svc["network_mode"] == "host" and "ports" not in svc  # the API binds 127.0.0.1 unless configured
+    assert "EDGEKIT_API_HOST" not in _env_of(dockerfile_instructions())
     assert svc["platform"] == "linux/arm64"
     assert (REPO / svc["build"]["dockerfile"]).is_file()
 
@@ -127,7 +128,7 @@ def test_container_command_serves_the_deployed_release(oww_dir, tmp_path):
     from dotenv import dotenv_values
 
     env = {**os.environ, **_env_of(runtime), **dotenv_values(root / ".env"),  # compose: env_file: .env
-           "EDGEKIT_API_HOST": "127.0.0.1", "EDGEKIT_API_PORT": str(port), "EDGEKIT_DATA_DIR": str(tmp_path / "data")}
+           "EDGEKIT_API_PORT": str(port), "EDGEKIT_DATA_DIR": str(tmp_path / "data")}
     with open(tmp_path / "container.log", "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
