@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,18 @@ def test_choice_without_positives_is_lowest_passing_threshold_plus_margin(tmp_pa
     row, rule = choose(rows, 0, hours=1.0, cfg=cfg)
     assert row.setting.threshold == 0.7  # 0.5 is the lowest from which all pass; + 0.2
     assert "(0.5) plus a safety margin of 0.2" in rule
+
+
+def test_plots_are_skipped_with_a_warning_without_matplotlib(monkeypatch, tmp_path, caplog):
+    """The Pi's `edge` extra has no matplotlib: calibration still works, the PNG is skipped."""
+    import sys
+
+    from edgekit.edge.calibration_plots import det_plot, reliability_plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(logging.getLogger("edgekit"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        assert det_plot({}, tmp_path / "det.png") is None
+        assert reliability_plot([0.9], [True], tmp_path / "rel.png") is None
+    assert not list(tmp_path.iterdir())
+    assert "matplotlib is not installed: skipped det.png" in caplog.text
