@@ -1,6 +1,6 @@
 """A tiny deterministic training run for tests/test_engine.py, in-process or as a subprocess.
 
-    python tests/engine_worker.py RUN_DIR [--epochs 6] [--batch-size 8] [--every 5] [--trace]
+    python tests/engine_worker.py RUN_DIR [--epochs 6] [--batch-size 8] [--every 5] [--trace [--hold-at N]]
 
 Its augmentation draws from python's, numpy's and torch's global generators and the model has dropout,
 so a resume only matches an uninterrupted run when every RNG state comes back from the checkpoint.
@@ -85,14 +85,17 @@ def make_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs
 
 
 class Trace:
-    """Announces each step on stderr and optionally slows steps down, so signals land mid-epoch."""
+    """Announces each step on stderr and slows steps down, so signals land where a test wants them.
 
-    def __init__(self, sleep_s: float) -> None:
-        self.sleep_s = sleep_s
+    `hold_at` makes that one step last `hold_s` longer: a signal sent meanwhile arrives mid-step.
+    """
+
+    def __init__(self, sleep_s: float, hold_at: int = -1, hold_s: float = 0.0) -> None:
+        self.sleep_s, self.hold_at, self.hold_s = sleep_s, hold_at, hold_s
 
     def on_step(self, epoch: int, global_step: int, batch_size: int) -> None:
         print(f"STEP {epoch} {global_step}", file=sys.stderr, flush=True)
-        time.sleep(self.sleep_s)
+        time.sleep(self.hold_s if global_step == self.hold_at else self.sleep_s)
 
 
 def run(
@@ -126,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=0, help="checkpoint_every_steps")
     p.add_argument("--trace", action="store_true")
     p.add_argument("--sleep", type=float, default=0.0, help="seconds per step (with --trace)")
+    p.add_argument("--hold-at", type=int, default=-1, help="global step that lasts --hold seconds longer")
+    p.add_argument("--hold", type=float, default=0.0)
     p.add_argument("--weighted", action="store_true")
     a = p.parse_args(argv)
-    hooks = Trace(a.sleep) if a.trace else None
+    hooks = Trace(a.sleep, a.hold_at, a.hold) if a.trace else None
     try:
         run(a.run_dir, hooks, a.weighted, epochs=a.epochs, batch_size=a.batch_size, checkpoint_every_steps=a.every)
     except UserError as e:

@@ -110,8 +110,9 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tm
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_epoch_checkpoints_and_exits(tmp_path, reference, sig, code):
-    proc = _spawn(tmp_path, "--trace", "--sleep", "0.02")  # no step checkpoints: the signal must write one
-    _wait_for_step(proc, STEPS_PER_EPOCH + 3)
+    hold = STEPS_PER_EPOCH + 2  # the 3rd step of epoch 2 lasts 3 s; the signal arrives during it
+    proc = _spawn(tmp_path, "--trace", "--hold-at", str(hold), "--hold", "3")  # no step checkpoints
+    _wait_for_step(proc, hold)
     sent = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
@@ -120,7 +121,7 @@ def test_signal_mid_epoch_checkpoints_and_exits(tmp_path, reference, sig, code):
     assert EPOCH_LINE.match(out.strip()), out  # not a terminal: no bar, just epoch 1's line
     assert "resume" in err
     ckpt = ckpt_io.load(tmp_path / ckpt_io.LAST)
-    assert ckpt["epoch"] == 1 and 0 < ckpt["samples_done"] < worker.N_TRAIN
+    assert (ckpt["epoch"], ckpt["samples_done"], ckpt["global_step"]) == (1, 3 * 8, hold + 1)  # step finished
     if sig == signal.SIGTERM:  # and the run continues from there to the same end
         model, result = worker.run(tmp_path)
         assert result.epochs_run == 6
