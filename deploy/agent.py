@@ -182,7 +182,7 @@ def _check_files(folder: str) -> None:
             _fail(f"release file {rel} does not match the manifest's sha256")
 
 
-def cmd_install(a) -> None:
+def _install(a) -> None:
     """Verify the uploaded tarball, extract it into releases/<name>.tmp, check files, rename into place."""
     import tarfile
 
@@ -218,6 +218,10 @@ def cmd_install(a) -> None:
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(releases)
+
+
+def cmd_install(a) -> None:
+    _install(a)
     _emit({"ok": True, "release": a.release})
 
 
@@ -237,12 +241,11 @@ def _point(root: str, name: str, release: str | None) -> None:
     os.replace(tmp, link)
 
 
-def cmd_activate(a) -> None:
-    """Write the files given on stdin as JSON, then set the slot: `<slot>.prev` first, then `<slot>`.
+def _activate(a, files: dict) -> None:
+    """Write the given files, then set the slot: `<slot>.prev` first, then `<slot>`.
 
-    stdin: {"env": text of .env or null, "compose": text of compose.yml, written only where none exists}.
+    files: {"env": text of .env or null, "compose": text of compose.yml, written only where none exists}.
     """
-    files = json.loads(sys.stdin.read() or "{}")
     if files.get("env") is not None:
         _write(os.path.join(a.root, ".env"), files["env"].encode())
     compose = os.path.join(a.root, "compose.yml")
@@ -252,7 +255,6 @@ def cmd_activate(a) -> None:
         _point(a.root, a.slot + ".prev", a.previous or None)
         _point(a.root, a.slot, a.current or None)
         _fsync_dir(a.root)
-    _emit({"ok": True})
 
 
 def _write(dest: str, data: bytes, mode: int = 0o600) -> None:
@@ -320,7 +322,7 @@ def _poll(a) -> tuple[bool, str]:
         time.sleep(a.interval)
 
 
-def cmd_cycle(a) -> None:
+def _cycle(a) -> dict:
     """Run the restart command (if any), poll the health check, and prune old releases when healthy."""
     import subprocess
 
@@ -329,15 +331,32 @@ def cmd_cycle(a) -> None:
             p = subprocess.run(["sh", "-c", a.restart], cwd=a.root, capture_output=True, text=True,
                                timeout=a.restart_timeout)
         except subprocess.TimeoutExpired:
-            _emit({"ok": True, "healthy": False, "detail": f"restart timed out after {a.restart_timeout:g} s"})
-            return
+            return {"ok": True, "healthy": False, "detail": f"restart timed out after {a.restart_timeout:g} s"}
         if p.returncode != 0:
             out = (p.stderr or p.stdout).strip()[-200:]
-            _emit({"ok": True, "healthy": False, "detail": f"restart failed (exit {p.returncode}): {out}"})
-            return
+            return {"ok": True, "healthy": False, "detail": f"restart failed (exit {p.returncode}): {out}"}
     ok, why = _poll(a)
     removed = _prune(a.root, a.prune) if ok and a.prune else []
-    _emit({"ok": True, "healthy": ok, "detail": why, "removed": removed})
+    return {"ok": True, "healthy": ok, "detail": why, "removed": removed}
+
+
+def cmd_apply(a) -> None:
+    """One call for the whole switch: install the upload (if any), write files, point the slot, then
+    restart + health check + prune (if a check is given). One Python start instead of three."""
+    files = json.loads(sys.stdin.read() or "{}")
+    if a.tar:
+        _install(a)
+    _activate(a, files)
+    _emit(_cycle(a) if a.check else {"ok": True})
+
+
+def _cycle_args(s) -> None:
+    s.add_argument("--restart", default="")
+    s.add_argument("--restart-timeout", type=float, default=300.0)
+    s.add_argument("--expect", default="")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--interval", type=float, default=0.5)
+    s.add_argument("--prune", type=int, default=0)
 
 
 def main() -> None:
@@ -351,18 +370,10 @@ def main() -> None:
     s.add_argument("tar")
     s.add_argument("sha256")
     s.add_argument("release")
-    s = sub.add_parser("activate")
-    s.add_argument("--slot", default="")
-    s.add_argument("--current", default="")
-    s.add_argument("--previous", default="")
-    s = sub.add_parser("cycle")
-    s.add_argument("check")
-    s.add_argument("--restart", default="")
-    s.add_argument("--restart-timeout", type=float, default=300.0)
-    s.add_argument("--expect", default="")
-    s.add_argument("--timeout", type=float, default=60.0)
-    s.add_argument("--interval", type=float, default=0.5)
-    s.add_argument("--prune", type=int, default=0)
+    s = sub.add_parser("apply")
+    for name in ("tar", "sha256", "release", "slot", "current", "previous", "check"):
+        s.add_argument(f"--{name}", default="")
+    _cycle_args(s)
     a = p.parse_args()
     a.root = os.path.abspath(a.root)
     globals()["cmd_" + a.cmd](a)

@@ -88,18 +88,28 @@ def preflight(dev: Device, state: dict, payload: Payload, opts: DeployOptions) -
         raise DeployError(f"{dev.label}: Docker is not installed; install it or pass --restart with your own command.")
 
 
-def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] | None) -> None:
-    """Send the tarball under a temporary name, verify and install it as `releases/<release>`."""
+def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] | None) -> tuple[str, str, str]:
+    """Send the tarball under a temporary name; returns what the device needs to verify and install it."""
     remote = f"{dev.incoming}/{payload.release}.{uuid.uuid4().hex[:8]}.part"
     dev.t.put(payload.tarball, remote, progress)
-    dev.call("install", remote, payload.sha256, payload.release)
+    return remote, payload.sha256, payload.release
 
 
-def activate(dev: Device, slot: str, current: str | None, previous: str | None, env: str | None,
-             compose: str | None = None) -> None:
-    """Write `.env` (when given) and a missing compose file, and point the slot, in one device call."""
-    args = ["--slot", slot, "--current", current or "", "--previous", previous or ""]
-    dev.call("activate", *args, stdin=json.dumps({"env": env, "compose": compose}).encode())
+@dataclass
+class Switch:
+    """One `apply` call on the device: [install] → write .env → point the slot → [restart → health → prune]."""
+
+    current: str | None
+    previous: str | None
+    env: str | None
+    """The whole new `.env` text, or None to leave it."""
+    expect: str = ""
+    """`name/version` the health check must see."""
+    install: tuple[str, str, str] | None = None
+    """(uploaded tarball, its sha256, release name) to verify and extract first."""
+    compose: str | None = None
+    check: bool = True
+    prune: int = 0
 
 
 def compose_to_install(state: dict, opts: DeployOptions) -> str | None:
@@ -112,13 +122,20 @@ def compose_to_install(state: dict, opts: DeployOptions) -> str | None:
     return COMPOSE_FILE.read_text()
 
 
-def cycle(dev: Device, opts: DeployOptions, expect: str, prune: int = 0) -> tuple[bool, str, list[str]]:
-    """Restart, poll the health check until healthy or the timeout, prune when healthy (one device call)."""
+def apply(dev: Device, opts: DeployOptions, sw: Switch) -> tuple[bool, str, list[str]]:
+    """Run a `Switch` in one device call (one SSH round trip, one Python start on the device)."""
+    # `--key=value` keeps argparse from reading a value that starts with '-' as an option
+    args = {"slot": opts.slot, "current": sw.current or "", "previous": sw.previous or ""}
+    if sw.install:
+        args.update(zip(("tar", "sha256", "release"), sw.install, strict=True))
     restart_timeout = max(120.0, opts.health_timeout)
-    answer = dev.call("cycle", opts.health, "--restart", opts.restart, "--restart-timeout", restart_timeout,
-                      "--expect", expect, "--timeout", opts.health_timeout, "--prune", prune,
-                      timeout=opts.health_timeout + restart_timeout + 60)
-    return answer["healthy"], answer.get("detail", ""), answer.get("removed", [])
+    if sw.check:
+        args.update({"check": opts.health, "restart": opts.restart, "restart-timeout": restart_timeout,
+                     "expect": sw.expect, "timeout": opts.health_timeout, "prune": sw.prune})
+    answer = dev.call("apply", *(f"--{k}={v}" for k, v in args.items()),
+                      stdin=json.dumps({"env": sw.env, "compose": sw.compose}).encode(),
+                      timeout=opts.health_timeout + restart_timeout + 300)
+    return answer.get("healthy", True), answer.get("detail", ""), answer.get("removed", [])
 
 
 def _slot(state: dict, name: str) -> dict:
@@ -131,11 +148,13 @@ def _expect(meta: dict | None) -> str:
 
 def revert(dev: Device, opts: DeployOptions, state: dict, old: dict, why: str, res: HostResult) -> HostResult:
     """Put back the previous slot pointers and `.env`, restart, and check the old release is healthy."""
-    activate(dev, opts.slot, old.get("current"), old.get("previous"), state["env"])
+    meta = state["releases"].get(old.get("current") or "", {}).get("meta")
+    env = state["env"] or ""  # a device that had no .env gets an empty one, not the failed release's keys
+    healthy, detail, _ = apply(dev, opts, Switch(old.get("current"), old.get("previous"), env, _expect(meta),
+                                                 check=bool(old.get("current"))))
     if not old.get("current"):
         res.status, res.reason = "failed", f"{why}; no previous release to go back to"
         return res
-    healthy, detail, _ = cycle(dev, opts, _expect(state["releases"].get(old["current"], {}).get("meta")))
     res.status = "rolled-back" if healthy else "failed"
     res.reason = f"{why}; back on {old['current']}" + ("" if healthy else f", which is unhealthy too ({detail})")
     return res
@@ -159,14 +178,14 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
         if existing and not same and not opts.force:
             raise DeployError(f"{dev.label}: {payload.release} is installed with different content; "
                               f"give the bundle a new version or pass --force.")
-        if not same:
-            upload(dev, payload, progress)
+        sent = None if same else upload(dev, payload, progress)
+        previous = slot["current"] if slot["current"] != payload.release else slot["previous"]
+        healthy, detail, pruned = apply(dev, opts, Switch(
+            payload.release, previous, new_env, payload.expect, install=sent,
+            compose=compose_to_install(state, opts), prune=opts.keep))
+        if sent:
             res.steps.append("uploaded")
             state["releases"][payload.release] = {"meta": payload.meta}
-        switch = slot["current"] != payload.release
-        activate(dev, opts.slot, payload.release, slot["current"] if switch else slot["previous"], new_env,
-                 compose_to_install(state, opts))
-        healthy, detail, pruned = cycle(dev, opts, payload.expect, prune=opts.keep)
         if not healthy:
             return revert(dev, opts, state, slot, f"health check failed: {detail}", res)
         res.status = "ok"
@@ -189,8 +208,7 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
             raise DeployError(f"{dev.label}: the previous release {slot['previous']} is no longer on the device.")
         res.release, res.previous = slot["previous"], slot["current"]
         env = envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env})
-        activate(dev, opts.slot, slot["previous"], slot["current"], env)
-        healthy, detail, _ = cycle(dev, opts, _expect(meta))
+        healthy, detail, _ = apply(dev, opts, Switch(slot["previous"], slot["current"], env, _expect(meta)))
         if not healthy:
             return revert(dev, opts, state, slot, f"{slot['previous']} is unhealthy: {detail}", res)
         res.status = "ok"
@@ -208,9 +226,8 @@ def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> H
         if new_env == (state["env"] or ""):
             res.status, res.reason = "skipped-identical", ".env already has these values"
             return res
-        activate(dev, opts.slot, slot["current"], slot["previous"], new_env)
         meta = state["releases"].get(slot["current"] or "", {}).get("meta")
-        healthy, detail, _ = cycle(dev, opts, _expect(meta))
+        healthy, detail, _ = apply(dev, opts, Switch(slot["current"], slot["previous"], new_env, _expect(meta)))
         if healthy:
             res.status = "ok"
             return res

@@ -39,8 +39,8 @@ def device_status(dev: Device, opts: DeployOptions) -> DeviceStatus:
     metas = [state["releases"].get(s or "", {}).get("meta") for s in (slot["current"], slot["previous"])]
     res.formats = " / ".join(m["format"] if m else "-" for m in metas)
     if metas[0]:
-        answer = dev.call("cycle", opts.health, "--expect", f"{metas[0]['name']}/{metas[0]['version']}",
-                          "--timeout", 0, timeout=60)
+        answer = dev.call("apply", f"--check={opts.health}", f"--expect={metas[0]['name']}/{metas[0]['version']}",
+                          "--timeout=0", timeout=60)
         res.health = "healthy" if answer["healthy"] else f"unhealthy: {answer.get('detail', '')}"
         if not answer["healthy"]:
             res.status = "unhealthy"

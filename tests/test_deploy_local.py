@@ -245,3 +245,12 @@ def test_health_url_must_report_the_new_version(tmp_path):
         assert (dev / "running").read_text() == "waste/v1\n"
     finally:
         server.shutdown()
+
+
+def test_first_deploy_that_fails_health_leaves_no_current(tmp_path):
+    dev = device_dir(tmp_path / "dev")
+    b1 = make_bundle(tmp_path / "models")
+    (dev / "broken").write_text("waste/v1\n")
+    res = api.deploy([f"local:{dev}"], b1, **{**KW, "health_timeout": 0.5}).results[0]
+    assert res.status == "failed" and "no previous release" in res.reason
+    assert not os.path.lexists(dev / "current") and (dev / ".env").read_text() == ""
