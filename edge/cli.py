@@ -37,6 +37,10 @@ def _build(cls: type, **fields: object) -> object:
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    from edgekit.edge.audio import AUDIO_SOURCES  # numpy-light tables: --help text comes from them
+    from edgekit.edge.camera import CAMERA_SOURCES
+    from edgekit.edge.sources import describe
+
     data, record, calibrate = groups["data"], groups["record"], groups["calibrate"]
 
     @app.command("serve")
@@ -46,9 +50,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         wakeword: str | None = typer.Option(None, help="OPENWAKEWORD_MODEL_PATHS: comma list of wake-word "
                                                "models or bundles."),
         model: Path | None = typer.Option(None, help="MODEL_PATH: image classifier bundle (or a model in it)."),
-        audio_source: str | None = typer.Option(None, help="EDGEKIT_AUDIO_SOURCE: mic, wav or stdin."),
+        audio_source: str | None = typer.Option(None, help=f"EDGEKIT_AUDIO_SOURCE. {describe(AUDIO_SOURCES)}."),
         audio_path: str | None = typer.Option(None, "--wav", help="EDGEKIT_AUDIO_PATH: WAV files/folders."),
-        camera_source: str | None = typer.Option(None, help="EDGEKIT_CAMERA_SOURCE: picamera2, opencv, folder."),
+        camera_source: str | None = typer.Option(None, help=f"EDGEKIT_CAMERA_SOURCE. {describe(CAMERA_SOURCES)}."),
         camera: str | None = typer.Option(None, help="EDGEKIT_CAMERA: camera number, index, video or folder."),
         host: str | None = typer.Option(None, help="EDGEKIT_API_HOST (default 127.0.0.1)."),
         port: int | None = typer.Option(None, help="EDGEKIT_API_PORT (default 8000)."),
@@ -71,7 +75,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         classes: str = typer.Option(..., help="Comma list of class names, captured in this order."),
         out: Path = typer.Option(..., help="Dataset folder; photos go to OUT/<class>/."),
         target: int = typer.Option(100, min=1, help="Photos wanted per class (shown as existing/target)."),
-        source: str = typer.Option("picamera2", help="Camera source: picamera2, opencv or folder."),
+        source: str = typer.Option("picamera2", help=f"Camera source. {describe(CAMERA_SOURCES)}."),
         camera: str | None = typer.Option(None, help="Camera number, OpenCV index/video file, or image folder."),
         ui: str = typer.Option("window", help="window (preview; SPACE capture, arrows brightness, D info, "
                                "Q next class, ESC stop) or terminal (same commands as lines, for SSH)."),
@@ -107,7 +111,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from edgekit.edge.record import PositivesConfig, mic_factory, record_positives
 
         cfg = _build(PositivesConfig, out=out, prompt=prompt, count=count, seconds=seconds)
-        files = record_positives(cfg, mic_factory(device), say=lambda text: console.print(f"[bold]{text}[/]"))
+        say = lambda text: console.print(text, style="bold", markup=False)  # noqa: E731
+        files = record_positives(cfg, mic_factory(device), say=say)
         console.print(f"{len(files)} utterance(s) in {out}")
 
     @calibrate.command("wakeword")
