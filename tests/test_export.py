@@ -1,0 +1,256 @@
+"""`edgekit export`: real conversions, real runtimes, the accuracy gate, and what lands in the manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import export_helpers as h
+import numpy as np
+import pytest
+
+from edgekit.bundle import Bundle
+from edgekit.cli import main
+from edgekit.edge.predictor import Predictor
+from edgekit.errors import UserError, VerificationError
+from edgekit.trainer import formats
+from edgekit.trainer.export import ExportConfig, export_bundle
+from edgekit.trainer.gate import GateRejected
+
+FP32_DIFF = 1e-4
+
+
+@pytest.fixture(scope="module")
+def waste_export(tmp_path_factory, waste_mini, imagenet_weights):
+    """A trained waste bundle exported to every image format, and the gate's results."""
+    import torch
+
+    torch.set_num_threads(1)
+    labels, split = h.waste_split(waste_mini, val_per_class=12)
+    model = h.train_waste_model(waste_mini, imagenet_weights, split)
+    bundle = h.write_waste_bundle(tmp_path_factory.mktemp("models"), model, labels, split, waste_mini)
+    results = export_bundle(ExportConfig(bundle=str(bundle.path), calib_samples=64, max_drop=5.0, latency_runs=5))
+    return Bundle.load(bundle.path), {r.format: r for r in results}, model
+
+
+def test_export_writes_every_format_that_matches_pytorch(waste_export):
+    bundle, results, _ = waste_export
+    assert sorted(bundle.formats()) == sorted(formats.formats_for("image-classification"))
+    bundle.verify()
+    for name in formats.formats_for("image-classification"):
+        entry = next(e for e in bundle.manifest.files.values() if e.format == name)
+        r = results[name]
+        assert entry.status == "accepted" and entry.gate["accuracy"] == pytest.approx(r.accuracy)
+        if formats.FORMATS[name].int8:
+            assert r.agreement >= 0.85, (name, r)
+        else:
+            assert r.agreement == 1.0 and r.max_abs_diff < FP32_DIFF, (name, r)
+    sizes = {n: results[n].size for n in results}
+    assert sizes["onnx-int8"] <= 0.35 * sizes["onnx"] and sizes["tflite-int8"] <= 0.35 * sizes["tflite"]
+
+
+def test_layouts_and_onnx_metadata_are_recorded(waste_export):
+    import onnx
+
+    bundle, _, _ = waste_export
+    layouts = {e.format: e.layout for e in bundle.manifest.files.values() if e.role == "model"}
+    assert layouts["tflite"] == layouts["tflite-int8"] == "NHWC" and layouts["onnx"] is None
+    props = {p.key: p.value for p in onnx.load(str(bundle.model_file("onnx"))).metadata_props}
+    assert json.loads(props["edgekit.labels"]) == bundle.manifest.labels
+    assert props["edgekit.version"] == bundle.version and props["edgekit.layout"] == "NCHW"
+    int8 = Predictor.from_bundle(bundle, "tflite-int8")
+    assert int8.runner.input_quant is not None and int8.runner.output_quant is not None
+
+
+def test_predict_image_on_a_real_photo_matches_pytorch(waste_export, waste_mini):
+    import torch
+
+    from edgekit.edge.preprocess import preprocess_image
+
+    bundle, _, model = waste_export
+    photo = sorted((waste_mini / "metal").glob("*.jpg"))[0]
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(preprocess_image(photo, bundle.manifest.input.preprocess))).numpy()
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    for name in ("onnx", "tflite"):
+        scores = Predictor.from_bundle(bundle, name).predict_image(photo)
+        assert np.abs(scores - expected).max() < FP32_DIFF, name
+
+
+def _copy_bundle(bundle: Bundle, dest: Path) -> Bundle:
+    shutil.copytree(bundle.path, dest / bundle.name / bundle.version)
+    return Bundle.load(dest / bundle.name / bundle.version)
+
+
+def test_gate_rejects_int8_calibrated_on_constant_images(waste_export, tmp_path, capsys):
+    bundle = _copy_bundle(waste_export[0], tmp_path / "models")
+    split = h.read_split(bundle)
+    split["train"] = h.constant_images(tmp_path / "grey", bundle.manifest.labels, per_class=8)
+    (bundle.path / "split.json").write_text(json.dumps(split))
+    bundle.add_file("split.json", "json", "data")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(bundle.path), "--format", "onnx-int8,tflite-int8", "--calib-samples", "48",
+              "--max-drop", "5", "--latency-runs", "2"])
+    assert exit_info.value.code == GateRejected.exit_code
+    assert "rejected" in capsys.readouterr().err
+    again = Bundle.load(bundle.path)
+    again.verify()
+    for name in ("onnx-int8", "tflite-int8"):
+        entry = next(e for e in again.manifest.files.values() if e.format == name)
+        assert entry.status == "rejected" and entry.gate["drop"] > 5.0, (name, entry.gate)
+        assert again.model_file(name).is_file()  # kept for inspection
+    assert next(e for e in again.manifest.files.values() if e.format == "onnx").status == "accepted"
+
+
+def test_tampered_export_fails_verification(waste_export, tmp_path):
+    bundle = _copy_bundle(waste_export[0], tmp_path / "models")
+    target = bundle.model_file("tflite-int8")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="tflite"):
+        bundle.verify()
+    with pytest.raises(VerificationError):
+        export_bundle(ExportConfig(bundle=str(bundle.path), formats=["onnx"]))
+
+
+def test_eval_command_scores_a_labeled_folder(waste_export, waste_mini, tmp_path, capsys):
+    bundle = waste_export[0]
+    for c in ("glass", "trash"):  # a small labeled folder of real photos, two of the six classes
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for photo in sorted((waste_mini / c).glob("*.jpg"))[-5:]:
+            shutil.copy(photo, tmp_path / "photos" / c)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(bundle.path), "--data", str(tmp_path / "photos"), "--format", "onnx,tflite-int8",
+              "--latency-runs", "2"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "tflite-int8" in out and "10 samples" in out.replace("\n", " ")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(bundle.path), "--data", str(waste_mini / "glass")])
+    assert exit_info.value.code == UserError.exit_code  # class folders are expected, not photos
+
+
+def test_few_calibration_samples_are_refused(waste_export):
+    with pytest.raises(UserError, match="at least 32"):
+        export_bundle(ExportConfig(bundle=str(waste_export[0].path), formats=["onnx-int8"], calib_samples=16))
+
+
+def test_format_table_validates_and_suggests():
+    with pytest.raises(UserError, match="Did you mean tflite-int8"):
+        formats.select("tflite-int9", "image-classification")
+    with pytest.raises(UserError, match="does not apply to wakeword"):
+        formats.select("tflite-int8", "wakeword")
+    assert [f.name for f in formats.select("tflite-int8,onnx", "image-classification")] == ["onnx", "tflite-int8"]
+    assert "tflite-int8" not in formats.formats_for("wakeword")
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def _stream(shared: Path) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Real speech with the real 'alexa' recording inside it twice; returns audio and alexa spans."""
+    words = sorted((shared / "data" / "speech-commands-mini").glob("*/*.wav"))[:12]
+    alexa = _read_wav(shared / "assets" / "openwakeword" / "alexa_test.wav")
+    parts, spans, pos = [], [], 0
+    for i, w in enumerate(words):
+        clip = _read_wav(w)
+        parts.append(clip)
+        pos += len(clip)
+        if i in (4, 9):
+            parts.append(alexa)
+            spans.append((pos, pos + len(alexa)))
+            pos += len(alexa)
+    return np.concatenate(parts), spans
+
+
+def _windows(oww_dir: Path, audio: np.ndarray, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 16, 96] openWakeWord feature windows of `audio`, labelled 1 when they end inside an alexa span."""
+    from openwakeword.utils import AudioFeatures
+
+    feats = AudioFeatures(melspec_model_path=str(oww_dir / "melspectrogram.onnx"),
+                          embedding_model_path=str(oww_dir / "embedding_model.onnx"), inference_framework="onnx")
+    emb = feats._get_embeddings(audio)  # one 96-dim embedding per 80 ms
+    x = np.stack([emb[i - 16:i] for i in range(16, len(emb) + 1)]).astype(np.float32)
+    ends = (np.arange(16, len(emb) + 1) * 1280 + 12400)  # sample where each window's audio ends
+    y = np.array([any(a <= e <= b + 8000 for a, b in spans) for e in ends], dtype=np.int64)
+    return x, y
+
+
+@pytest.mark.slow
+def test_wakeword_head_scores_like_pytorch_in_openwakeword(shared, oww_dir, tmp_path, monkeypatch):
+    import torch
+
+    from edgekit.edge.oww import make_model
+
+    h.register_test_archs(monkeypatch)
+    audio, spans = _stream(shared)
+    x, y = _windows(oww_dir, audio, spans)
+    head = h.wake_head()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy(head(torch.from_numpy(x))[:, 0], torch.from_numpy(y).float())
+        loss.backward()
+        opt.step()
+    head.eval()
+    bundle = h.write_array_bundle(tmp_path / "models", "alexa_test", "wakeword", head, {"name": "test_wake_head"},
+                                  ["alexa_test"], [1, 16, 96], {"x_train": x, "y_train": y, "x_val": x, "y_val": y},
+                                  "probabilities")
+    results = export_bundle(ExportConfig(bundle=str(bundle.path), formats=["onnx", "tflite"], latency_runs=2))
+    assert all(r.agreement == 1.0 and r.max_abs_diff < 1e-5 for r in results), results
+    for framework in ("onnx", "tflite"):
+        oww = make_model([Bundle.load(bundle.path).model_file(framework)], framework, oww_dir)
+        diffs, scores = [], []
+        for start in range(0, len(audio) - 1280, 1280):
+            score = oww.predict(audio[start:start + 1280])["alexa_test"]
+            if len(oww.prediction_buffer["alexa_test"]) > 5:  # openwakeword zeroes its first 5 frames
+                with torch.inference_mode():
+                    ref = float(head(torch.from_numpy(oww.preprocessor.get_features(16)))[0, 0])
+                diffs.append(abs(score - ref))
+                scores.append(score)
+        assert len(diffs) > 50 and max(diffs) < 1e-5, framework
+        assert max(scores) - min(scores) > 0.1  # the head reacts to the audio: not a constant
+
+
+def _har_windows(shared: Path, window: int = 50) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labelled windows [N, window, 6] from real smartphone recordings (har-mini), three activities."""
+    folder = shared / "data" / "har-mini"
+    if not folder.is_dir():
+        pytest.skip(f"har-mini not found in {folder}")
+    labels = ["WALKING", "SITTING", "LAYING"]
+    xs, ys = [], []
+    for csv in sorted(folder.glob("*.csv"))[:3]:
+        rows = np.genfromtxt(csv, delimiter=",", skip_header=1, usecols=range(1, 7), dtype=np.float32)
+        acts = np.genfromtxt(csv, delimiter=",", skip_header=1, usecols=7, dtype=str)
+        for start in range(0, len(rows) - window, window):
+            act = set(acts[start:start + window])
+            if len(act) == 1 and (a := act.pop()) in labels:
+                xs.append(rows[start:start + window])
+                ys.append(labels.index(a))
+    return np.stack(xs), np.array(ys, dtype=np.int64), labels
+
+
+@pytest.mark.slow
+def test_sequence_lstm_exports_with_a_fixed_window(shared, tmp_path, monkeypatch):
+    h.register_test_archs(monkeypatch)
+    x, y, labels = _har_windows(shared)
+    model = h.seq_lstm(n_features=6, n_classes=3).eval()
+    arrays = {"x_train": x[::2], "y_train": y[::2], "x_val": x[1::2], "y_val": y[1::2]}
+    bundle = h.write_array_bundle(tmp_path / "models", "har", "sequence-classification", model,
+                                  {"name": "test_seq_lstm", "kwargs": {"n_features": 6, "n_classes": 3}}, labels,
+                                  [1, 50, 6], arrays, "logits")
+    results = {r.format: r for r in export_bundle(ExportConfig(bundle=str(bundle.path), max_drop=100.0,
+                                                               calib_samples=64, latency_runs=2))}
+    assert sorted(results) == sorted(formats.formats_for("sequence-classification"))
+    for name in ("onnx", "tflite"):
+        assert results[name].agreement == 1.0 and results[name].max_abs_diff < FP32_DIFF, results[name]
+    for name in ("onnx-int8", "tflite-int8"):
+        assert results[name].max_abs_diff < 0.2, results[name]
+    p = Predictor.from_bundle(Bundle.load(bundle.path), "tflite")
+    assert p.runner.input_shape == (1, 50, 6)

@@ -1,0 +1,151 @@
+"""The Predictor and the image preprocessing: one runner for the gate and the device, without torch."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import export_helpers as h
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.bundle import Bundle, Preprocess
+from edgekit.edge.predictor import Predictor, postprocess
+from edgekit.edge.preprocess import labeled_folder, preprocess_image
+from edgekit.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PRE = Preprocess(color="RGB", resize=(40, 48), scale=1 / 255, offset=0.0, mean=[0.5, 0.4, 0.3],
+                      std=[0.25, 0.2, 0.3])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, waste_mini):
+    """A small CNN bundle on real waste-mini photos, exported to every image format."""
+    import torch
+
+    from edgekit.bundle import BundleWriter, InputSpec
+    from edgekit.trainer.export import ExportConfig, export_bundle
+
+    torch.set_num_threads(1)
+    labels = ["glass", "metal", "paper"]
+    split: dict[str, list] = {"train": [], "val": []}
+    for i, c in enumerate(labels):
+        files = sorted(p.name for p in (waste_mini / c).glob("*.jpg"))
+        split["val"] += [[f"{c}/{f}", i] for f in files[:4]]
+        split["train"] += [[f"{c}/{f}", i] for f in files[4:16]]
+    with pytest.MonkeyPatch.context() as mp:
+        h.register_test_archs(mp)
+        model = h.tiny_cnn(num_classes=3).eval()
+        w = BundleWriter("tiny", root=tmp_path_factory.mktemp("models"))
+        torch.save(model.state_dict(), w.add("model.pt", "pytorch", "checkpoint"))
+        from edgekit import atomic
+
+        atomic.write_json(w.add("split.json", "json", "data"), {"root": str(waste_mini), **split})
+        bundle = w.commit(task="image-classification", labels=labels,
+                          input=InputSpec(shape=[1, 3, 40, 48], layout="NCHW", preprocess=TINY_PRE),
+                          extra={"arch": {"name": "test_tiny_cnn", "kwargs": {"num_classes": 3}}, "output": "logits"})
+        export_bundle(ExportConfig(bundle=str(bundle.path), calib_samples=36, max_drop=100.0, latency_runs=1))
+    return Bundle.load(bundle.path), model
+
+
+def test_preprocess_follows_the_manifest_formula():
+    pixels = np.array([[[0, 128, 255], [10, 20, 30]], [[255, 255, 255], [1, 2, 3]]], dtype=np.uint8)
+    pre = Preprocess(color="RGB", resize=(2, 2), scale=2.0, offset=-1.0, mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])
+    x = preprocess_image(pixels, pre)
+    expected = (pixels.astype(np.float32) * 2.0 - 1.0 - np.array([1.0, 2.0, 3.0])) / np.array([2.0, 4.0, 8.0])
+    assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0].transpose(1, 2, 0), expected, rtol=1e-6)
+    assert preprocess_image(pixels, pre, "NHWC").shape == (1, 2, 2, 3)
+    bgr = preprocess_image(pixels, pre.model_copy(update={"color": "BGR", "mean": None, "std": None}), "NHWC")
+    np.testing.assert_allclose(bgr[0, 0, 0], [255 * 2 - 1, 128 * 2 - 1, -1.0])
+
+
+def test_preprocess_resizes_by_stretching(waste_mini):
+    photo = sorted((waste_mini / "glass").glob("*.jpg"))[0]
+    pre = Preprocess(color="RGB", resize=(30, 70), scale=1.0, offset=0.0)
+    x = preprocess_image(photo, pre)
+    assert x.shape == (1, 3, 30, 70)
+    direct = np.asarray(Image.open(photo).convert("RGB").resize((70, 30), Image.BILINEAR), dtype=np.float32)
+    np.testing.assert_array_equal(x[0].transpose(1, 2, 0), direct)
+
+
+def test_every_image_input_kind_gives_the_same_scores(tiny, waste_mini):
+    bundle, _ = tiny
+    photo = sorted((waste_mini / "paper").glob("*.jpg"))[3]
+    p = Predictor.from_bundle(bundle, "tflite")
+    ref = p.predict_image(photo)
+    rgb = np.asarray(Image.open(photo).convert("RGB"))
+    for kind in (str(photo), photo.read_bytes(), Image.open(photo), rgb):
+        np.testing.assert_array_equal(p.predict_image(kind), ref)
+    assert ref.shape == (1, 3) and p.latency_ms > 0
+
+
+def test_nhwc_tflite_and_nchw_onnx_agree_with_pytorch(tiny, waste_mini):
+    import torch
+
+    bundle, model = tiny
+    paths, _ = labeled_folder(waste_mini, ["cardboard", "glass", "metal", "paper", "plastic", "trash"])
+    x = np.concatenate([preprocess_image(p, TINY_PRE) for p in paths[::40]])
+    with torch.inference_mode():
+        expected = postprocess(model(torch.from_numpy(x)).numpy(), "logits")
+    for name in ("onnx", "tflite"):
+        scores = Predictor.from_bundle(bundle, name).predict(x)
+        assert scores.shape == (len(x), 3)
+        np.testing.assert_allclose(scores, expected, atol=1e-5)
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_int8_io_is_quantized_with_the_files_own_parameters(tiny):
+    bundle, _ = tiny
+    p = Predictor.from_bundle(bundle, "tflite-int8")
+    q_in, q_out = p.runner.input_quant, p.runner.output_quant
+    assert q_in.dtype == np.int8 and q_out.dtype == np.int8
+    x = np.random.default_rng(0).normal(size=(3, 3, 40, 48)).astype(np.float32)
+    raw = np.concatenate([q_out.dequantize(p.runner.run(q_in.quantize(p._to_file_layout(x[i:i + 1]))))
+                          for i in range(3)])
+    np.testing.assert_allclose(p.predict(x), postprocess(raw, "logits"), rtol=1e-6)
+    fp32 = Predictor.from_bundle(bundle, "tflite").predict(x)
+    assert np.abs(p.predict(x) - fp32).max() < 0.1
+    assert np.array_equal(q_in.quantize(np.array([1e9, -1e9], np.float32)), np.array([127, -128], np.int8))
+
+
+def test_a_single_sample_without_batch_axis_is_accepted(tiny):
+    bundle, _ = tiny
+    p = Predictor.from_bundle(bundle, "onnx")
+    x = np.random.default_rng(1).normal(size=(3, 40, 48)).astype(np.float32)
+    np.testing.assert_array_equal(p.predict(x), p.predict(x[None]))
+
+
+def test_user_mistakes_are_one_sentence(tiny, tmp_path):
+    bundle, _ = tiny
+    with pytest.raises(UserError, match="no onnx-int9 model"):
+        Predictor.from_bundle(bundle, "onnx-int9")
+    bogus = tmp_path / "model.pb"
+    bogus.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a model file"):
+        Predictor(bogus, bundle.manifest)
+    with pytest.raises(UserError, match="Could not read"):
+        Predictor.from_bundle(bundle, "onnx").predict_image(io.BytesIO(b"not a jpeg").getvalue())
+
+
+def test_edge_side_runs_without_torch(tiny, waste_mini):
+    """The Pi has no torch: load both runtimes and classify a photo with torch made unimportable."""
+    bundle, _ = tiny
+    photo = sorted((waste_mini / "metal").glob("*.jpg"))[0]
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edgekit.bundle import Bundle\nfrom edgekit.edge.predictor import Predictor\n"
+        f"b = Bundle.load({str(bundle.path)!r})\n"
+        "for f in ('onnx', 'tflite-int8'):\n"
+        f"    print(f, Predictor.from_bundle(b, f).predict_image({str(photo)!r}).round(3).tolist())\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("[[") == 2

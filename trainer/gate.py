@@ -1,0 +1,152 @@
+"""The accuracy gate: every exported file, run by the device's own `Predictor`, against the PyTorch model.
+
+Per format on the validation samples: accuracy, top-1 agreement with PyTorch, the largest absolute
+difference of the scores, file size and median single-sample latency on one thread. A format whose
+accuracy falls more than `max_drop` points below PyTorch's is `rejected` in the manifest (the file stays
+for inspection; deploy refuses it unless forced) and the command exits with `GateRejected`.
+
+Decisions: classifiers take the arg-max; a single-output model (a wake-word head) says positive when
+its score reaches `thresholds["default"]` (0.5 when the bundle sets none).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.table import Table
+
+from edgekit.bundle import Bundle
+from edgekit.console import console
+from edgekit.edge.predictor import Predictor, postprocess
+from edgekit.errors import UserError
+
+if TYPE_CHECKING:
+    from edgekit.trainer.calibration_data import Samples
+
+log = logging.getLogger(__name__)
+
+
+class GateRejected(UserError):
+    """At least one exported format lost too much accuracy; exit code 3 tells scripts apart from misuse."""
+
+    exit_code = 3
+
+
+@dataclass
+class Result:
+    """What the gate measured for one format (or for PyTorch itself, the reference row)."""
+
+    format: str
+    accuracy: float
+    """Fraction of correct decisions."""
+    agreement: float | None = None
+    """Fraction of samples decided as PyTorch decides them."""
+    max_abs_diff: float | None = None
+    """Largest |score - PyTorch score| over samples and outputs."""
+    size: int | None = None
+    latency_ms: float | None = None
+    """Median single-sample inference time, one thread unless asked otherwise."""
+    drop: float | None = None
+    """Accuracy points below PyTorch (positive = worse)."""
+    status: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("format", "status")}
+
+
+def decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Class decisions from scores: arg-max, or `score >= threshold` for a single output."""
+    if scores.shape[1] == 1:
+        return (scores[:, 0] >= threshold).astype(np.int64)
+    return scores.argmax(axis=1)
+
+
+def threshold_of(bundle: Bundle) -> float:
+    value = bundle.manifest.thresholds.get("default", 0.5)
+    return float(value) if isinstance(value, (int, float)) else 0.5
+
+
+def pytorch_scores(model: Any, x: np.ndarray, output: str, batch: int = 64) -> np.ndarray:
+    """The PyTorch model's scores, post-processed exactly as the Predictor does it."""
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float().numpy())
+    return postprocess(np.concatenate(outs), output)
+
+
+def median_latency(predictor: Predictor, x: np.ndarray, runs: int) -> float:
+    """Median of `runs` single-sample calls (after one warm-up), cycling through the samples."""
+    predictor.predict(x[:1])
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        predictor.predict(x[i % len(x)][None])
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def evaluate(predictor: Predictor, samples: Samples, threshold: float, reference: np.ndarray | None,
+             latency_runs: int) -> Result:
+    """Measure one model file on `samples` (reference = PyTorch scores on the same samples, if known)."""
+    scores = predictor.predict(samples.x)
+    pred = decisions(scores, threshold)
+    result = Result(format="", accuracy=float((pred == samples.y).mean()), size=predictor.path.stat().st_size)
+    if reference is not None:
+        result.agreement = float((pred == decisions(reference, threshold)).mean())
+        result.max_abs_diff = float(np.abs(scores - reference).max())
+    if latency_runs > 0:
+        result.latency_ms = median_latency(predictor, samples.x, latency_runs)
+    return result
+
+
+def judge(results: list[Result], reference: Result, max_drop: float) -> list[Result]:
+    """Set `drop` and `status` on each result; returns the rejected ones."""
+    for r in results:
+        r.drop = 100.0 * (reference.accuracy - r.accuracy)
+        r.status = "rejected" if r.drop > max_drop else "accepted"
+    return [r for r in results if r.status == "rejected"]
+
+
+def store(bundle: Bundle, results: list[Result], max_drop: float, samples: str) -> None:
+    """Write each verdict and its measurements into the manifest (one atomic save)."""
+    by_format = {r.format: r for r in results}
+    for entry in bundle.manifest.files.values():
+        r = by_format.get(entry.format)
+        if entry.role == "model" and r is not None:
+            entry.status = r.status
+            entry.gate = {**r.record(), "max_drop": max_drop, "samples": samples}
+    bundle.save()
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def table(results: list[Result], reference: Result | None, title: str) -> Table:
+    """The results as one Rich table, PyTorch first."""
+    t = Table(title=title, title_justify="left")
+    for col in ("format", "size", "accuracy", "drop", "agreement", "max |diff|", "latency ms", "status"):
+        t.add_column(col, justify="left" if col in ("format", "status") else "right")
+    rows = ([reference] if reference else []) + results
+    for r in rows:
+        style = {"rejected": "red", "accepted": "green"}.get(r.status or "", "")
+        t.add_row(
+            r.format, "-" if r.size is None else f"{r.size / 1e6:.2f} MB", _pct(r.accuracy),
+            "-" if r.drop is None else f"{r.drop:+.1f}", _pct(r.agreement),
+            "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}",
+            "-" if r.latency_ms is None else f"{r.latency_ms:.2f}",
+            f"[{style}]{r.status}[/{style}]" if style else "-",
+        )
+    return t
+
+
+def print_table(results: list[Result], reference: Result | None, title: str) -> None:
+    console.print(table(results, reference, title))
