@@ -17,6 +17,7 @@ on real Pis each host does its own work and the ratio is lower.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -118,6 +119,9 @@ def report(m: dict, a) -> None:
     table.add_row("bytes sent per host, redeploy", f"{max(m['re_bytes']):,}", "0 model bytes")
     table.add_row("bytes sent per host, redeploy with one .env change", f"{max(m['env_bytes']):,}", ".env only")
     console.print(table)
+    load = os.getloadavg()[0]
+    console.print(f"{os.cpu_count()} CPUs here, load average {load:.1f} at the end: the hosts, their sshd and "
+                  f"this client share them.")
 
 
 if __name__ == "__main__":

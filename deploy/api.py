@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from edgekit.bundle import Bundle, resolve
 from edgekit.deploy import payload as payloads
 from edgekit.deploy.fleet import Connect, FleetResult, run_fleet
@@ -22,14 +24,24 @@ from edgekit.deploy.releases import DeployOptions, apply_env_device, deploy_devi
 from edgekit.deploy.status import device_status
 from edgekit.deploy.targets import expand, load_inventory
 from edgekit.deploy.transport import SSHOptions, connect
+from edgekit.errors import UserError
 
 _FLEET_KEYS = ("inventory", "root", "parallel", "canary", "conn")
 
 
-def _split(opts: dict[str, Any]) -> tuple[dict, DeployOptions | dict, SSHOptions]:
+def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """Build a config model; a bad value is the user's mistake, said in one sentence."""
+    try:
+        return model(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UserError(f"Invalid {'.'.join(str(x) for x in first['loc'])}: {first['msg']}.")
+
+
+def _split(opts: dict[str, Any]) -> tuple[dict, dict, SSHOptions]:
     fleet = {k: opts.pop(k) for k in _FLEET_KEYS if k in opts}
     ssh = {k: opts.pop(k) for k in list(opts) if k in SSHOptions.model_fields}
-    return fleet, opts, SSHOptions(**ssh)
+    return fleet, opts, _validated(SSHOptions, ssh)
 
 
 def _fleet(targets: list[str], work, ssh: SSHOptions, inventory: str | os.PathLike | None = None,
@@ -51,7 +63,7 @@ def deploy(targets: list[str], bundle: str | os.PathLike | Bundle, *, fmt: str |
             (known_hosts, accept_new_host_key, identity, ...), and inventory, root, parallel, canary.
     """
     fleet, rest, ssh = _split(dict(opts))
-    options = DeployOptions(force=force, **rest)
+    options = _validated(DeployOptions, {"force": force, **rest})
     b = bundle if isinstance(bundle, Bundle) else resolve(bundle)
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as work:
         pkg = payloads.pack(b, fmt, Path(work), force=force)
@@ -61,14 +73,14 @@ def deploy(targets: list[str], bundle: str | os.PathLike | Bundle, *, fmt: str |
 def rollback(targets: list[str], **opts: Any) -> FleetResult:
     """Switch every target back to its previous release (restart, health check, undo if unhealthy)."""
     fleet, rest, ssh = _split(dict(opts))
-    options = DeployOptions(**rest)
+    options = _validated(DeployOptions, rest)
     return _fleet(targets, lambda dev, progress: rollback_device(dev, options), ssh, **fleet)
 
 
 def status(targets: list[str], **opts: Any) -> FleetResult:
     """Each target's current and previous release, `.env` thresholds and one health check."""
     fleet, rest, ssh = _split(dict(opts))
-    options = DeployOptions(**rest)
+    options = _validated(DeployOptions, rest)
     return _fleet(targets, lambda dev, progress: device_status(dev, options), ssh, **fleet)
 
 
@@ -88,5 +100,5 @@ def apply_env(targets: list[str], env: dict[str, str], *, restart: str | None = 
         rest["restart"] = restart
     if health is not None:
         rest["health"] = health
-    options = DeployOptions(**rest)
+    options = _validated(DeployOptions, rest)
     return _fleet(targets, lambda dev, progress: apply_env_device(dev, env, options), ssh, **fleet)

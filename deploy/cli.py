@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from edgekit.deploy.releases import DEFAULT_HEALTH, DEFAULT_RESTART
 from edgekit.errors import UserError
 
 FORMATS_HELP = "tflite-int8, onnx-int8, tflite, onnx (default: the first accepted one in that order)"
@@ -36,8 +37,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     root_opt = typer.Option(None, "--root", help="Device folder (default /opt/edgekit, or the inventory's).")
     slot_opt = typer.Option("current", "--slot", help="Symlink the service reads; another one per extra model.")
     parallel_opt = typer.Option(4, "--parallel", "-p", min=1, help="Devices worked on at the same time.")
-    restart_opt = typer.Option("docker compose up -d", "--restart", help="Command run in the device folder.")
-    health_opt = typer.Option("http://127.0.0.1:8000/health", "--health",
+    restart_opt = typer.Option(DEFAULT_RESTART, "--restart", help="Command run in the device folder.")
+    health_opt = typer.Option(DEFAULT_HEALTH, "--health",
                               help="URL that must report the new version, or a command that exits 0.")
     health_timeout_opt = typer.Option(60.0, "--health-timeout", help="Seconds to wait for a healthy service.")
     known_hosts_opt = typer.Option("~/.ssh/known_hosts", "--known-hosts", help="Host keys to check against.")

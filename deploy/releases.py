@@ -63,6 +63,7 @@ class HostResult:
 
     target: str
     status: str
+    """One of STATUSES."""
     reason: str = ""
     release: str | None = None
     previous: str | None = None
