@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.edge.detector_sweep import ScoreTrack, Setting, SweepRow, sweep
+from edgekit.edge.detector_sweep import ScoreTrack, Setting, SweepRow, save_scores, sweep
 from edgekit.edge.record import FRAME, RATE, list_wavs, read_wav, wav_samples
 from edgekit.errors import UserError
 
@@ -192,29 +192,6 @@ def score_samples(model: Any, name: str, samples: np.ndarray, warmup_s: float,
                   tick: Callable[[int], None] | None = None) -> ScoreTrack:
     """`score_chunks` of one array."""
     return score_chunks(model, name, [samples], warmup_s, tick)
-
-
-def save_scores(path: Path, ambient: ScoreTrack, positives: list[ScoreTrack]) -> None:
-    """Per-frame scores, so a later sweep (other grid, other target) needs no model run."""
-    from edgekit import atomic
-
-    arrays = {"ambient": ambient.scores} | ({"ambient_vad": ambient.vad} if ambient.vad is not None else {})
-    for i, p in enumerate(positives):
-        arrays[f"positive_{i}"] = p.scores
-        if p.vad is not None:
-            arrays[f"positive_{i}_vad"] = p.vad
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-
-
-def load_scores(path: Path) -> tuple[ScoreTrack, list[ScoreTrack]]:
-    """The tracks `save_scores` wrote."""
-    with np.load(path) as z:
-        n = sum(1 for k in z.files if k.startswith("positive_") and not k.endswith("_vad"))
-        amb = ScoreTrack(z["ambient"], z["ambient_vad"] if "ambient_vad" in z.files else None)
-        pos = [ScoreTrack(z[f"positive_{i}"], z[f"positive_{i}_vad"] if f"positive_{i}_vad" in z.files else None)
-               for i in range(n)]
-    return amb, pos
 
 
 # --- choice ----------------------------------------------------------------------------------------

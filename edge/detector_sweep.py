@@ -5,16 +5,18 @@ score and (with VAD) the VAD score openWakeWord gates it with. Every threshold Ã
 Ã— VAD-threshold setting is then replayed here. The replay gives exactly the detections that
 `edgekit.edge.detector.run_detector` gives on the same scores (a test holds it to that), but works on
 runs of hot frames instead of frame by frame, so a sweep of hundreds of settings over hours of audio
-takes seconds.
+takes seconds. `save_scores`/`load_scores` keep the tracks (calibration's `scores.npz`) for later sweeps.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from edgekit import atomic
 from edgekit.edge.detector import FRAME_S, DetectorConfig
 
 _EPS = 1e-9
@@ -127,3 +129,24 @@ def sweep(ambient: ScoreTrack, positives: list[ScoreTrack], thresholds: list[flo
                     fa = len(fire_frames(runs, n, s.detector(frame_s)))
                     rows.append(SweepRow(s, fa, detected))
     return rows
+
+
+def save_scores(path: Path, ambient: ScoreTrack, positives: list[ScoreTrack]) -> None:
+    """Per-frame scores, so a later sweep (other grid, other target) needs no model run."""
+    arrays = {"ambient": ambient.scores} | ({"ambient_vad": ambient.vad} if ambient.vad is not None else {})
+    for i, p in enumerate(positives):
+        arrays[f"positive_{i}"] = p.scores
+        if p.vad is not None:
+            arrays[f"positive_{i}_vad"] = p.vad
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_scores(path: Path) -> tuple[ScoreTrack, list[ScoreTrack]]:
+    """The tracks `save_scores` wrote."""
+    with np.load(path) as z:
+        n = sum(1 for k in z.files if k.startswith("positive_") and not k.endswith("_vad"))
+        amb = ScoreTrack(z["ambient"], z["ambient_vad"] if "ambient_vad" in z.files else None)
+        pos = [ScoreTrack(z[f"positive_{i}"], z[f"positive_{i}_vad"] if f"positive_{i}_vad" in z.files else None)
+               for i in range(n)]
+    return amb, pos

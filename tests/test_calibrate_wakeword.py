@@ -17,9 +17,9 @@ import pytest
 
 from edgekit.cli import main
 from edgekit.edge.audio import frames_of
-from edgekit.edge.calibrate_wakeword import WakewordCalibration, hours_needed, load_scores, poisson_rate_ci
+from edgekit.edge.calibrate_wakeword import WakewordCalibration, hours_needed, poisson_rate_ci
 from edgekit.edge.detector import DetectorConfig, run_detector
-from edgekit.edge.detector_sweep import Setting, fires
+from edgekit.edge.detector_sweep import Setting, fires, load_scores
 from edgekit.edge.oww import make_model
 from edgekit.edge.record import RATE, read_wav, write_wav
 from edgekit.edge.wakeword import score_stream
