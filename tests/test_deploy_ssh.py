@@ -150,13 +150,13 @@ def test_concurrent_deploys_do_not_interleave(tmp_path, sshd_factory, known_host
     dev = tmp_path / "pi"
     addr = trusted(server, known_hosts, dev)
     b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
-    slow = {**ssh, "restart": "echo start >> order.log; sleep 1.5; sh restart.sh; echo end >> order.log"}
     results = {}
 
-    def run(name, bundle, **kw):
-        results[name] = api.deploy([addr], bundle, root=str(dev), **{**slow, **kw}).results[0]
+    def run(name, bundle, pause=0.2, **kw):
+        restart = f"echo start >> order.log; sleep {pause}; sh restart.sh; echo end >> order.log"
+        results[name] = api.deploy([addr], bundle, root=str(dev), **{**ssh, "restart": restart, **kw}).results[0]
 
-    first = threading.Thread(target=run, args=("first", b1))
+    first = threading.Thread(target=run, args=("first", b1), kwargs={"pause": 3})
     first.start()
     deadline = time.monotonic() + 30
     while not (dev / "order.log").exists() and time.monotonic() < deadline:
