@@ -14,7 +14,7 @@ from sshd import HEALTH_CMD, device_dir, make_bundle
 from edgekit.cli import main
 from edgekit.deploy import api, envfile
 from edgekit.deploy.device import DeployError, Device
-from edgekit.deploy.targets import Inventory, expand, parse_target
+from edgekit.deploy.targets import Inventory, expand, load_inventory, parse_target
 from edgekit.deploy.transport import LocalTransport
 from edgekit.errors import UserError
 
@@ -68,6 +68,20 @@ def test_targets_and_inventory_groups():
     assert [h.label for h in hosts] == ["pi@a", "pi@b:2200", "pi@c"] and hosts[0].root == "/srv/ek"
     with pytest.raises(UserError, match="Did you mean 'kitchen'"):
         expand(["kitchn"], inv)
+
+
+def test_inventory_example_in_the_docstring_loads(tmp_path):
+    """The hosts.toml example shown in edgekit.deploy.targets is real: it parses and expands."""
+    import textwrap
+
+    from edgekit.deploy import targets
+
+    example = textwrap.dedent(targets.__doc__.split("Inventory example:\n", 1)[1].split('"""')[0])
+    (tmp_path / "hosts.toml").write_text(example)
+    inv = load_inventory(tmp_path / "hosts.toml")
+    hosts = expand(["kitchen"], inv)
+    assert [h.label for h in hosts] == ["pi@10.0.0.5", "pi@10.0.0.6:2222", "pi@10.0.0.7"]
+    assert [h.root for h in hosts] == ["/opt/edgekit", "/opt/edgekit", "/srv/edgekit"]
 
 
 def test_local_deploy_redeploy_rollback_status(tmp_path, capsys):
