@@ -6,12 +6,9 @@ detector (`edgekit.edge.detector`) via the trainer's sweep. Positives: every fil
 with 2 s of quiet noise before (so no earlier audio is in the window) and 1 s after. Negatives: every
 file of the --negatives folders, concatenated into one stream.
 
-    python bench/wakeword_quality.py models/computer --positives ../shared/data/wakeword-real/computer \\
-        --negatives ../shared/data/speech-commands-mini --negatives ../shared/data/background-noise \\
-        --baseline ../shared/assets/openwakeword/alexa_v0.1.onnx
-
-The first MODEL is the subject; --baseline models are scored on the same audio in the same run, and the
-table ends with the subject's FRR relative to the best baseline at each operating point.
+Arguments: MODEL (the subject), --positives DIR, --negatives DIR (repeatable), --baseline MODEL
+(repeatable: scored on the same audio in the same run; the table ends with the subject's FRR relative to
+the best baseline at each operating point), --out PNG for the DET plot.
 """
 
 from __future__ import annotations

@@ -116,3 +116,17 @@ def test_tts_clips_are_cached_by_engine_voice_params_text(tmp_path):
     assert new2 == 0 and paths2[0] == paths[0] and paths[0].stat().st_mtime_ns == mtime
     with pytest.raises(UserError, match="Did you mean 'flite'"):
         tts.select_engines(["flit"], "en", [])
+
+
+@needs_espeak
+def test_spanish_uses_espeak_voices_and_spanish_phonemes():
+    from edgekit.trainer.wakeword import tts
+    from edgekit.trainer.wakeword.negatives import adversarial_texts
+
+    engines = tts.select_engines([], "es", [])
+    assert "espeak-ng" in engines and "festival" not in engines and "flite" not in engines
+    vs = tts.voice_set(engines, "es", [], 0.2, seed=0)
+    assert all(v.startswith("es") for v in vs.train["espeak-ng"] + vs.val["espeak-ng"])
+    assert not set(vs.train["espeak-ng"]) & set(vs.val["espeak-ng"])
+    near = adversarial_texts(["oye puertocho"], "es", [], np.random.default_rng(0), 10)
+    assert "oye" in near and "puertocho" in near and any("pwert" in t for t in near)

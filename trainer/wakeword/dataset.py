@@ -56,7 +56,7 @@ class _Steps:
         from edgekit.console import console
 
         self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=not console.is_terminal)
+                                 TimeElapsedColumn(), console=console, transient=True)
 
     def run(self, label: str, total: int, fn):
         task = self.progress.add_task(label, total=max(total, 1))
@@ -64,6 +64,7 @@ class _Steps:
         out = fn(lambda k: self.progress.advance(task, k))
         dt = time.perf_counter() - t0
         self.progress.update(task, completed=max(total, 1))
+        log.info("%s: %d in %.1f s (%.1f /s)", label, total, dt, total / dt if dt > 0 else 0.0)
         return out, dt
 
 
@@ -126,13 +127,14 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         feats: dict[str, np.ndarray] = {}
         rendered = reused = 0
         t0 = time.perf_counter()
-        for name, recipes in sets.items():
-            digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity())
-            (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
-                                      features.cached(n, r, mix, src, cache / "features", g, adv))
-            feats[name] = arr
-            reused += len(recipes) if hit else 0
-            rendered += 0 if hit else len(recipes)
+        with features.Embedder(mix, src) as embedder:
+            for name, recipes in sets.items():
+                digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity())
+                (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
+                                          features.cached(n, r, embedder, cache / "features", g, adv))
+                feats[name] = arr
+                reused += len(recipes) if hit else 0
+                rendered += 0 if hit else len(recipes)
         dt = time.perf_counter() - t0
     stats["features"] = {"clips": rendered + reused, "new": rendered, "reused": reused, "seconds": round(dt, 1),
                          "clips_per_s": round(rendered / dt, 1) if rendered and dt > 0 else None}

@@ -114,34 +114,51 @@ class FeatureSource:
         return [(Path(p).name, Path(p).stat().st_size) for p in self.models()]
 
 
-def compute(recipes: Sequence[Recipe], mix: MixSpec, src: FeatureSource,
-            progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Render and embed every recipe, in parallel; (N, frames, 96) float32 in recipe order."""
-    mel, emb = src.models()
-    chunks = [list(recipes[i:i + CHUNK]) for i in range(0, len(recipes), CHUNK)]
-    workers = min(src.workers or os.cpu_count() or 1, len(chunks))
-    out = []
-    if workers <= 1:
-        _init(mix, mel, emb)
-        for c in chunks:
-            out.append(_embed(c))
+class Embedder:
+    """Worker processes that render and embed recipes: started on first use, shared by every set."""
+
+    def __init__(self, mix: MixSpec, src: FeatureSource):
+        self.mix, self.src = mix, src
+        self.workers = src.workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+        self._local = False
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def _map(self, chunks: list[list[Recipe]]):
+        mel, emb = self.src.models()
+        if self.workers <= 1 or len(chunks) <= 1 and self._pool is None:
+            if not self._local:
+                _init(self.mix, mel, emb)
+                self._local = True
+            return map(_embed, chunks)
+        if self._pool is None:
+            # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_init, initargs=(self.mix, mel, emb))
+        return self._pool.map(_embed, chunks)
+
+    def compute(self, recipes: Sequence[Recipe], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Render and embed every recipe; (N, frames, 96) float32 in recipe order."""
+        chunks = [list(recipes[i:i + CHUNK]) for i in range(0, len(recipes), CHUNK)]
+        out = []
+        for c, feats in zip(chunks, self._map(chunks), strict=True):
+            out.append(feats)
             if progress:
                 progress(len(c))
-    else:
-        # spawn, not fork: the parent may hold torch/onnxruntime thread pools that do not survive fork
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(mix, mel, emb)) as pool:
-            for c, feats in zip(chunks, pool.map(_embed, chunks), strict=True):
-                out.append(feats)
-                if progress:
-                    progress(len(c))
-    if not out:
-        return np.zeros((0, frames_for(recipes[0].length) if recipes else 0, EMB_DIM), np.float32)
-    return np.concatenate(out)
+        if not out:
+            return np.zeros((0, frames_for(recipes[0].length) if recipes else 0, EMB_DIM), np.float32)
+        return np.concatenate(out)
 
 
-def cached(name: str, recipes: Sequence[Recipe], mix: MixSpec, src: FeatureSource, folder: Path,
-           digest: str, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+def cached(name: str, recipes: Sequence[Recipe], embedder: Embedder, folder: Path, digest: str,
+           progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
     """The features of a set from the cache (memory-mapped), computing them first when missing.
 
     Returns:
@@ -152,7 +169,7 @@ def cached(name: str, recipes: Sequence[Recipe], mix: MixSpec, src: FeatureSourc
         if progress:
             progress(len(recipes))
         return np.load(path, mmap_mode="r"), True
-    feats = compute(recipes, mix, src, progress)
+    feats = embedder.compute(recipes, progress)
     with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, feats)
     return np.load(path, mmap_mode="r"), False
