@@ -298,7 +298,7 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
     rows = sweep(amb, pos, sorted(cfg.thresholds), sorted(cfg.patiences), refractories,
                  sorted(cfg.vad_thresholds) or [0.0])
     chosen, rule = choose(rows, len(pos), hours, cfg)
-    warnings = _warnings(cfg, hours, chosen)
+    warnings = _warnings(cfg, hours, chosen, len(pos))
     result: dict[str, Any] = {
         "kind": "wakeword", "edgekit_version": __version__,
         "model": {"source": source, "file": str(path), "sha256": atomic.sha256_file(path), "framework": framework,
@@ -333,7 +333,7 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
     return result
 
 
-def _warnings(cfg: WakewordCalibration, hours: float, chosen: SweepRow | None) -> list[str]:
+def _warnings(cfg: WakewordCalibration, hours: float, chosen: SweepRow | None, n_pos: int) -> list[str]:
     out = []
     need = hours_needed(cfg.target_fa_per_hour, cfg.confidence)
     if hours < need:
@@ -341,6 +341,9 @@ def _warnings(cfg: WakewordCalibration, hours: float, chosen: SweepRow | None) -
         out.append(f"The ambient recording is {hours * 60:.1f} min: even with no false accepts it only shows "
                    f"FA/h <= {best_hi:.1f} at {cfg.confidence:.0%}; {cfg.target_fa_per_hour:g} FA/h needs "
                    f"at least {need:.1f} h (`edgekit record ambient --minutes {int(np.ceil(need * 60))}`).")
+    if 0 < n_pos < 20:
+        out.append(f"Only {n_pos} positive clip(s): the false-reject rate moves in steps of {100 / n_pos:.0f}%; "
+                   "record 20 or more (`edgekit record positives`).")
     if chosen is not None and chosen.setting.threshold >= max(cfg.thresholds):
         out.append("The chosen threshold is the highest swept: the model fires often on this site; "
                    "consider retraining with this site's audio as negatives.")

@@ -203,8 +203,25 @@ def test_poisson_interval_and_hours_needed():
 def test_short_recording_warns(calibrated):
     warnings = calibrated.result["warnings"]
     assert any("needs at least 7.4 h" in w for w in warnings), warnings
+    assert any(f"Only {N_POSITIVES} positive clip(s)" in w for w in warnings), warnings
     lo, hi = calibrated.result["choice"]["fa_per_hour_ci"]
     assert lo == 0 and hi > TARGET  # minutes of audio cannot show 0.5/h
+
+
+def test_wakeword_bundle_with_tflite(site, tmp_path):
+    """A bundle is resolved to its model file; the tflite framework runs through ai-edge-litert."""
+    from edgekit.bundle import BundleWriter, InputSpec
+
+    w = BundleWriter("alexa", root=tmp_path / "models")
+    for fmt in ("onnx", "tflite"):
+        w.copy_in(site.oww / f"alexa_v0.1.{fmt}", f"alexa_v0.1.{fmt}", fmt, "model")
+    b = w.commit(task="wakeword", labels=["alexa"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
+    write_wav(tmp_path / "amb" / "a.wav", read_wav(site.a / "words.wav")[: 8 * RATE])
+    assert edgekit("calibrate", "wakeword", "-m", b.path, "--framework", "tflite", "-a", tmp_path / "amb",
+                   "-p", site.pos / "alexa-2.wav", "--feature-dir", site.oww, "-o", tmp_path / "out") == 0
+    r = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert r["model"]["source"] == "alexa/v1" and r["model"]["framework"] == "tflite"
+    assert r["model"]["file"].endswith("alexa_v0.1.tflite") and r["choice"]["frr"] == 0.0
 
 
 # --- bad inputs: one sentence, exit 2 -----------------------------------------------------------
