@@ -58,7 +58,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     from edgekit.paths import shared_dir
-    from edgekit.trainer import waste
+    from edgekit.trainer import waste, waste_data
     from edgekit.trainer.engine import resolve_device
 
     shared = shared_dir(required=True)
@@ -67,13 +67,13 @@ def main() -> int:
     cfg = waste.WasteConfig(data=data_dir, img_size=args.img_size, batch_size=args.batch_size,
                             weights=str(weights) if weights.exists() else "none", device=args.device)
     device = resolve_device(args.device)
-    prep = waste.prepare(cfg)  # fills the cache: decoding is a one-off, not part of an epoch
+    prep = waste_data.prepare(cfg)  # fills the cache: decoding is a one-off, not part of an epoch
     model, style, _ = waste.build_model(cfg, len(prep.labels))
     model.to(device)
     waste.set_trainable(model, args.unfreeze)
     waste.bn_frozen_train_mode(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = waste.PhotoBatches(prep, style.preprocess(args.img_size), cfg.augment, balanced=False)
+    data = waste_data.PhotoBatches(prep, style.preprocess(args.img_size), cfg.augment, balanced=False)
     order = np.random.default_rng(0).permutation(len(data))
     batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     if args.max_batches:

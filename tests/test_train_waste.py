@@ -17,7 +17,7 @@ from PIL import Image
 from edgekit.bundle import Preprocess, resolve
 from edgekit.cli import main
 from edgekit.trainer import augment as aug
-from edgekit.trainer import waste
+from edgekit.trainer import waste, waste_data
 from edgekit.trainer.engine import TrainingInterrupted
 from edgekit.trainer.image_cache import ImageCache
 from edgekit.trainer.mobilenet import build
@@ -95,11 +95,11 @@ def test_normalizer_applies_the_bundle_preprocessing() -> None:
 
 def test_stratified_split_is_seeded_disjoint_and_per_class() -> None:
     y = np.repeat(np.arange(3), [10, 20, 5])
-    s = waste.stratified_split(y, 0.2, seed=1)
+    s = waste_data.stratified_split(y, 0.2, seed=1)
     assert set(s.train).isdisjoint(s.val) and len(s.train) + len(s.val) == len(y)
     assert np.bincount(y[s.val]).tolist() == [2, 4, 1]
-    assert np.array_equal(waste.stratified_split(y, 0.2, seed=1).val, s.val)
-    assert not np.array_equal(waste.stratified_split(y, 0.2, seed=2).val, s.val)
+    assert np.array_equal(waste_data.stratified_split(y, 0.2, seed=1).val, s.val)
+    assert not np.array_equal(waste_data.stratified_split(y, 0.2, seed=2).val, s.val)
 
 
 def test_freezing_counts_layers_from_the_end_and_keeps_bn_statistics() -> None:

@@ -21,15 +21,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekit.bundle import Preprocess, check_name
-from edgekit.errors import UserError
 from edgekit.trainer.augment import AugmentConfig
+from edgekit.trainer.waste_data import PhotoBatches, Prepared, predict, prepare
 
 if TYPE_CHECKING:
     import torch
 
     from edgekit.bundle import Bundle
     from edgekit.trainer.engine import FitResult, Hooks
-    from edgekit.trainer.image_cache import CachedImages
 
 log = logging.getLogger(__name__)
 
@@ -141,125 +140,6 @@ class WasteConfig(BaseModel):
         data = self.model_dump(mode="json", exclude=skip)
         data["data"] = str(Path(self.data).resolve())
         return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:10]
-
-
-@dataclass
-class Split:
-    """A stratified split of the usable photos; indices point into `Prepared.files`."""
-
-    train: np.ndarray
-    val: np.ndarray
-
-
-@dataclass
-class Prepared:
-    """Everything the training needs about the data."""
-
-    root: Path
-    labels: list[str]
-    files: list[str]
-    """Relative paths of the usable photos."""
-    y: np.ndarray
-    images: CachedImages
-    """Pixels; `images.get(i)` for file i."""
-    split: Split
-    skipped: list[tuple[str, str]]
-    """(relative path, reason) for every file left out."""
-
-
-def stratified_split(y: np.ndarray, val_split: float, seed: int) -> Split:
-    """Per class, a seeded shuffle; round(val_split x n) photos (at least 1 when n >= 2) go to validation."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(max(1, round(val_split * len(idx))), len(idx) - 1) if len(idx) >= 2 else 0
-        val += idx[:n_val].tolist()
-        train += idx[n_val:].tolist()
-    return Split(np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64))
-
-
-def prepare(cfg: WasteConfig) -> Prepared:
-    """Scan, cache (decoding only new photos) and split the dataset."""
-    from rich.progress import Progress
-
-    from edgekit.console import console
-    from edgekit.trainer import images
-    from edgekit.trainer.image_cache import ImageCache
-
-    ds = images.scan(cfg.data, workers=cfg.num_workers)
-    labels = ds.classes
-    if cfg.classes:
-        unknown = sorted(set(cfg.classes) - set(labels))
-        if unknown:
-            raise UserError(f"--classes {', '.join(unknown)} not found in {ds.root}; it has {', '.join(labels)}.")
-        labels = sorted(cfg.classes)
-    good = [f for f in ds.good if f.label in labels]
-    cache = ImageCache((cfg.img_size, cfg.img_size), root=cfg.cache_dir, workers=cfg.num_workers)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"Caching photos at {cfg.img_size}px", total=len(good))
-        cached = cache.load([ds.root / f.rel for f in good], progress=lambda n: bar.advance(task, n))
-    skipped = [(f.rel, f.problem or "") for f in ds.bad if f.label in labels]
-    skipped += [(good[i].rel, why) for i, why in cached.errors.items()]
-    keep = [i for i in range(len(good)) if i not in cached.errors]
-    cached.rows = cached.rows[keep]
-    files = [good[i].rel for i in keep]
-    y = np.array([labels.index(good[i].label) for i in keep], dtype=np.int64)
-    counts = np.bincount(y, minlength=len(labels))
-    if (counts < 2).any():
-        few = [labels[i] for i in np.flatnonzero(counts < 2)]
-        raise UserError(f"Class(es) {', '.join(few)} have fewer than 2 usable photos; add photos to train and "
-                        "validate.")
-    for rel, why in skipped:
-        log.warning("skipped %s: %s", rel, why)
-    return Prepared(ds.root, labels, files, y, cached, stratified_split(y, cfg.val_split, cfg.seed), skipped)
-
-
-class PhotoBatches:
-    """Training photos for the engine: cached uint8 pixels → augmented, normalised tensors on the device."""
-
-    def __init__(self, prep: Prepared, pre: Preprocess, augment: AugmentConfig, balanced: bool):
-        self.prep, self.pre, self.augment = prep, pre, augment
-        self.idx = prep.split.train
-        self.y = prep.y[self.idx]
-        self._norm: dict[str, Any] = {}
-        counts = np.bincount(self.y, minlength=len(prep.labels))
-        self.sample_weights = (1.0 / counts[self.y]) if balanced else None
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def normalizer(self, device: torch.device) -> Any:
-        from edgekit.trainer.augment import Normalizer
-
-        if str(device) not in self._norm:
-            self._norm[str(device)] = Normalizer(self.pre, device)
-        return self._norm[str(device)]
-
-    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
-        from edgekit.trainer.augment import augment, to_tensor
-
-        x = augment(to_tensor(self.prep.images.get(self.idx[idx]), device), self.augment)
-        return self.normalizer(device)(x), torch.from_numpy(self.y[idx]).to(device)
-
-
-def predict(model: torch.nn.Module, prep: Prepared, which: np.ndarray, pre: Preprocess,
-            device: torch.device, batch: int = 64) -> torch.Tensor:
-    """Logits for the photos at `which` (no augmentation), on the CPU."""
-    import torch
-
-    from edgekit.trainer.augment import Normalizer, to_tensor
-
-    norm = Normalizer(pre, device)
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(which), batch):
-            x = norm(to_tensor(prep.images.get(which[i:i + batch]), device))
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(prep.labels))
 
 
 def base_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

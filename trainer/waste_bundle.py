@@ -22,7 +22,8 @@ from edgekit.console import console
 
 if TYPE_CHECKING:
     from edgekit.trainer.engine import FitResult
-    from edgekit.trainer.waste import Prepared, WasteConfig, WeightStyle
+    from edgekit.trainer.waste import WasteConfig, WeightStyle
+    from edgekit.trainer.waste_data import Prepared
 
 # (lowest accuracy, verdict, what to do): the seed guide's scale
 VERDICTS: list[tuple[float, str, str]] = [
