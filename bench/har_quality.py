@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="har-mini folder [default: shared/data/har-mini]")
     ap.add_argument("--arch", default="lstm")
     ap.add_argument("--units", default="128,64")
+    ap.add_argument("--pool", default="last", choices=["last", "mean"])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     data = args.data or (shared_dir(required=True) / "data" / "har-mini")
     base = SequenceConfig(data=data, group_by=PERSON, include_labels=BASIC, window=128, stride=64,
-                          train_stride=args.train_stride, arch=args.arch,
+                          train_stride=args.train_stride, arch=args.arch, pool=args.pool,
                           units=[int(u) for u in args.units.split(",")], epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, select="last", device="auto")
     recs, _ = seq_data.load_folder(data, base.label_col, None, PERSON)

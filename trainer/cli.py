@@ -126,19 +126,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def train_sequence(
         data: str = typer.Option(..., help="Folder of CSV files, one per recording, one row per frame."),
         name: str = typer.Option("sequence", help="Bundle name."),
-        features: str = typer.Option(None, help="Feature columns, comma-separated [default: all but label/time]."),
+        features: str = typer.Option(None, help="Feature columns, comma-separated (default: all but label/group/time)."),
         label_col: str = typer.Option("activity", help="Label column; empty cells are unlabeled frames."),
         include_labels: str = typer.Option(None, help="Only these labels become classes (comma-separated)."),
         window: int = typer.Option(128, help="Frames per window (the model's fixed input length)."),
         stride: int = typer.Option(64, help="Frames between window starts."),
-        train_stride: int = typer.Option(None, help="Frames between training window starts [default: stride]."),
+        train_stride: int = typer.Option(None, help="Frames between training window starts (default: --stride)."),
         group_by: str = typer.Option("file", help="Split unit: file, file:REGEX (part of the name) or a column."),
-        test_groups: str = typer.Option(None, help="Groups held out for the report [default: ~20%]."),
-        val_groups: str = typer.Option(None, help="Groups for early stopping [default: one more group]."),
+        test_groups: str = typer.Option(None, help="Groups held out for the report (default: about 20%)."),
+        val_groups: str = typer.Option(None, help="Groups for early stopping (default: one more group)."),
         arch: str = typer.Option("lstm", help=f"Architecture: {', '.join(seq_archs)}."),
         units: str = typer.Option("128,64", help="Cells per recurrent layer (channels per conv block)."),
         dense: int = typer.Option(32, help="Dense layer width before the output (0: none)."),
         dropout: float = typer.Option(0.3, help="Dropout after each recurrent/conv layer."),
+        pool: str = typer.Option("last", help="Recurrent archs: classify from the last step or the mean over steps."),
         epochs: int = typer.Option(50, help="Most epochs."),
         batch_size: int = typer.Option(16, help="Windows per step."),
         lr: float = typer.Option(1e-3, help="Adam learning rate."),
@@ -146,7 +147,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         class_weights: str = typer.Option("auto", help="auto (inverse frequency) or none."),
         seed: int = typer.Option(0, help="Seed for split, initialisation and batch order."),
         device: str = typer.Option("auto", help="auto, cuda or cpu."),
-        run_dir: str = typer.Option(None, help="Checkpoints and history [default: runs/NAME/CONFIG-HASH]."),
+        run_dir: str = typer.Option(None, help="Checkpoints and history (default: runs/NAME/CONFIG-HASH)."),
     ) -> None:
         """LSTM/GRU/CNN activity classifier from CSV frames (diagnosis first, split by group)."""
         from edgekit.trainer.sequence import SequenceConfig, train_sequence
@@ -167,7 +168,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 data=data, name=name, features=items(features), label_col=label_col,
                 include_labels=items(include_labels), window=window, stride=stride, train_stride=train_stride,
                 group_by=group_by, test_groups=items(test_groups), val_groups=items(val_groups), arch=arch,
-                units=unit_list, dense=dense, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+                units=unit_list, dense=dense, dropout=dropout, pool=pool, epochs=epochs, batch_size=batch_size, lr=lr,
                 patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir,
             )
         except ValidationError as e:

@@ -39,7 +39,7 @@ class RecurrentClassifier(nn.Module):
 
     def __init__(self, n_features: int, n_classes: int, cell: str = "lstm", units: Sequence[int] = (128, 64),
                  dense: int = 32, dropout: float = 0.3, dense_dropout: float = 0.2,
-                 bidirectional: bool = False):
+                 bidirectional: bool = False, pool: str = "last"):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         dirs = 2 if bidirectional else 1
@@ -51,12 +51,17 @@ class RecurrentClassifier(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = _Head(n_in, dense, n_classes, dense_dropout)
         self.bidirectional = bidirectional
+        if pool not in ("last", "mean"):
+            raise ValueError(f"pool must be 'last' or 'mean', not {pool!r}")
+        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for layer in self.layers:
             h, _ = layer(h)
             h = self.drop(h)
+        if self.pool == "mean":  # every step votes: less tied to where in the gait cycle the window ends
+            return self.head(h.mean(dim=1))
         if self.bidirectional:
             # forward direction ends at the last step, backward direction at the first
             half = h.shape[-1] // 2
@@ -87,22 +92,22 @@ class ConvClassifier(nn.Module):
 
 
 def build_lstm(n_features: int, n_classes: int, units: Sequence[int] = (128, 64), dense: int = 32,
-               dropout: float = 0.3, dense_dropout: float = 0.2) -> nn.Module:
-    """The seed's LSTM classifier."""
-    return RecurrentClassifier(n_features, n_classes, "lstm", units, dense, dropout, dense_dropout)
+               dropout: float = 0.3, dense_dropout: float = 0.2, pool: str = "last") -> nn.Module:
+    """The seed's LSTM classifier (`pool="mean"` averages the last layer over time instead)."""
+    return RecurrentClassifier(n_features, n_classes, "lstm", units, dense, dropout, dense_dropout, pool=pool)
 
 
 def build_gru(n_features: int, n_classes: int, units: Sequence[int] = (128, 64), dense: int = 32,
-              dropout: float = 0.3, dense_dropout: float = 0.2) -> nn.Module:
+              dropout: float = 0.3, dense_dropout: float = 0.2, pool: str = "last") -> nn.Module:
     """GRU layers instead of LSTM: fewer parameters, often as accurate."""
-    return RecurrentClassifier(n_features, n_classes, "gru", units, dense, dropout, dense_dropout)
+    return RecurrentClassifier(n_features, n_classes, "gru", units, dense, dropout, dense_dropout, pool=pool)
 
 
 def build_bilstm(n_features: int, n_classes: int, units: Sequence[int] = (128, 64), dense: int = 32,
-                 dropout: float = 0.3, dense_dropout: float = 0.2) -> nn.Module:
+                 dropout: float = 0.3, dense_dropout: float = 0.2, pool: str = "last") -> nn.Module:
     """Bidirectional LSTM layers (each direction has `units` cells)."""
     return RecurrentClassifier(n_features, n_classes, "lstm", units, dense, dropout, dense_dropout,
-                               bidirectional=True)
+                               bidirectional=True, pool=pool)
 
 
 def build_cnn1d(n_features: int, n_classes: int, units: Sequence[int] = (64, 64), dense: int = 32,

@@ -72,6 +72,8 @@ class SequenceConfig(BaseModel):
     """Dropout after each recurrent/conv layer."""
     dense_dropout: float = 0.2
     """Dropout after the dense layer."""
+    pool: Literal["last", "mean"] = "last"
+    """Recurrent archs: classify from the last time step (the seed) or the mean over all steps."""
     epochs: int = 50
     """Most epochs to train."""
     batch_size: int = 16
@@ -115,6 +117,8 @@ class SequenceConfig(BaseModel):
         """What the bundle stores in `extra["arch"]` so any tool can rebuild the model."""
         kwargs = {"n_features": n_features, "n_classes": n_classes, "units": list(self.units),
                   "dense": self.dense, "dropout": self.dropout, "dense_dropout": self.dense_dropout}
+        if self.arch != "cnn1d":
+            kwargs["pool"] = self.pool
         return {"name": SEQ_ARCHS[self.arch], "kwargs": kwargs}
 
 
