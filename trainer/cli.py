@@ -126,7 +126,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def train_sequence(
         data: str = typer.Option(..., help="Folder of CSV files, one per recording, one row per frame."),
         name: str = typer.Option("sequence", help="Bundle name."),
-        features: str = typer.Option(None, help="Feature columns, comma-separated (default: all but label/group/time)."),
+        features: str = typer.Option(None, help="Feature columns, comma-separated (default: all but label/group/t)."),
         label_col: str = typer.Option("activity", help="Label column; empty cells are unlabeled frames."),
         include_labels: str = typer.Option(None, help="Only these labels become classes (comma-separated)."),
         window: int = typer.Option(128, help="Frames per window (the model's fixed input length)."),
