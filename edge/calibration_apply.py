@@ -27,7 +27,7 @@ def apply_to_devices(targets: list[str], env: dict[str, str], restart: str | Non
     except ImportError as e:
         raise UserError(f"--apply needs the deploy extra ({e.name} is missing): pip install 'edgekit[deploy]'.")
     result = apply_env(list(targets), env, restart=restart, health=health, **conn_opts)
-    render(result, "calibration applied")
+    render(result, "calibration .env update")
     if not result.ok:
         names = ", ".join(f"{r.target} ({r.reason or r.status})" for r in result.failed)
         raise UserError(f"Applying the calibration failed on {len(result.failed)} device(s): {names}.")

@@ -224,6 +224,17 @@ def test_wakeword_bundle_with_tflite(site, tmp_path):
     assert r["model"]["file"].endswith("alexa_v0.1.tflite") and r["choice"]["frr"] == 0.0
 
 
+def test_apply_that_fails_its_health_check_restores_the_device_env(tmp_path):
+    from edgekit.edge.calibration_apply import apply_to_devices
+    from edgekit.errors import UserError
+
+    (tmp_path / ".env").write_text("OPENWAKEWORD_THRESHOLD=0.5\nMINE=1\n")
+    with pytest.raises(UserError, match=r"failed on 1 device\(s\): local:.*health check failed"):
+        apply_to_devices([f"local:{tmp_path}"], {"OPENWAKEWORD_THRESHOLD": "0.7"}, restart="true", health="false",
+                         health_timeout=1)
+    assert (tmp_path / ".env").read_text() == "OPENWAKEWORD_THRESHOLD=0.5\nMINE=1\n"
+
+
 # --- bad inputs: one sentence, exit 2 -----------------------------------------------------------
 
 def _error(capsys, *args) -> str:
