@@ -123,6 +123,19 @@ class LocalTransport(Transport):
         return answer, release
 
 
+def _why(e: BaseException) -> str:
+    """An exception as words; paramiko's EOFError has none of its own."""
+    return str(e) or type(e).__name__
+
+
+def _close(chan) -> None:
+    """Close a channel whose connection may already be dead (paramiko then raises EOFError)."""
+    try:
+        chan.close()
+    except Exception as e:
+        log.debug("closing a channel: %s", _why(e))
+
+
 def _answer(line: str) -> dict:
     try:
         return json.loads(line) if line.strip() else {"ok": False, "error": "no answer from the device"}
@@ -142,7 +155,7 @@ class SSHTransport(Transport):
         try:
             chan = self._conn.client.get_transport().open_session(timeout=30)
         except Exception as e:  # paramiko raises several kinds when the link is gone
-            raise TransportError(f"{self.target.label}: the SSH connection broke ({e or type(e).__name__}).")
+            raise TransportError(f"{self.target.label}: the SSH connection broke ({_why(e)}).")
         chan.settimeout(timeout)
         return chan
 
@@ -171,9 +184,9 @@ class SSHTransport(Transport):
                     time.sleep(0.002)
             rc = chan.recv_exit_status()
         except OSError as e:
-            raise TransportError(f"{self.target.label}: the SSH connection broke ({e or type(e).__name__}).")
+            raise TransportError(f"{self.target.label}: the SSH connection broke ({_why(e)}).")
         finally:
-            chan.close()
+            _close(chan)
         return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:
@@ -199,9 +212,9 @@ class SSHTransport(Transport):
             rc = self._wait_exit(chan, 300.0)
             err = chan.recv_stderr(4096).decode(errors="replace").strip() if chan.recv_stderr_ready() else ""
         except Exception as e:  # EOFError, SSHException, OSError: all mean the upload did not finish
-            raise TransportError(f"{self.target.label}: upload failed ({e or type(e).__name__}).")
+            raise TransportError(f"{self.target.label}: upload failed ({_why(e)}).")
         finally:
-            chan.close()
+            _close(chan)
         if rc != 0:
             raise TransportError(f"{self.target.label}: upload failed (exit {rc}: {err}).")
 
@@ -226,14 +239,15 @@ class SSHTransport(Transport):
                     break
                 buf += data
         except OSError as e:
-            chan.close()
-            raise TransportError(f"{self.target.label}: the SSH connection broke ({e or type(e).__name__}).")
+            _close(chan)
+            raise TransportError(f"{self.target.label}: the SSH connection broke ({_why(e)}).")
 
         def release() -> None:
             try:
                 chan.shutdown_write()
-            finally:
-                chan.close()
+            except Exception as e:  # the connection is gone, and the lock with it
+                log.debug("%s: releasing: %s", self.target.label, _why(e))
+            _close(chan)
 
         answer = _answer(buf.decode(errors="replace"))
         if not answer.get("ok"):
