@@ -84,3 +84,14 @@ def test_bad_bundle_names(tmp_path):
     for bad in ["", "has space", "../up", "-dash"]:
         with pytest.raises(UserError, match="Bundle name"):
             BundleWriter(bad, root=tmp_path)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from edgekit import atomic
+
+    atomic.write_text(tmp_path / "x.env", "A=1\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.env").stat().st_mode & 0o777 == 0o666 & ~mask
