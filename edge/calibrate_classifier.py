@@ -8,7 +8,9 @@ threshold a photo is `unknown`. The threshold sits halfway between the lowest ac
 highest rejected one below it, so a photo scoring between them is not decided by a hair.
 
 A class whose precision never reaches the target gets the threshold of its best precision and is
-reported as not meeting it; a class the model never predicts keeps the bundle's default.
+reported as not meeting it; a class the model never predicts keeps the bundle's default. With tens
+of photos per class the measured precision is uncertain: the report gives its 95% lower bound
+(Clopper-Pearson) beside it, and more photos narrow it.
 """
 
 from __future__ import annotations
@@ -138,12 +140,20 @@ def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.n
     return bundle, fmt, paths, y, np.stack(rows)
 
 
+def precision_lower_bound(correct: int, claimed: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson lower bound of a precision measured as `correct` of `claimed`."""
+    from scipy.stats import beta
+
+    return float(beta.ppf(1 - confidence, correct, claimed - correct + 1)) if correct > 0 else 0.0
+
+
 def _per_class_counts(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, Any]]:
     out = {}
     for k, label in enumerate(labels):
         called, real = pred == k, y == k
         tp = int((called & real).sum())
         out[label] = {"precision": tp / int(called.sum()) if called.any() else None,
+                      "precision_low95": precision_lower_bound(tp, int(called.sum())) if called.any() else None,
                       "recall": tp / int(real.sum()) if real.any() else None,
                       "unknown_rate": float((pred[real] == -1).mean()) if real.any() else None,
                       "support": int(real.sum()), "predicted": int(called.sum())}
@@ -204,7 +214,7 @@ def print_summary(result: dict[str, Any]) -> None:
 
     t = Table(title=f"classifier calibration: {result['model']['bundle']} ({result['model']['format']}), "
                     f"target precision {result['target_precision']:g}", title_justify="left")
-    for col in ("class", "threshold", "precision", "recall", "unknown", "photos", "meets target"):
+    for col in ("class", "threshold", "precision (95% low)", "recall", "unknown", "photos", "meets target"):
         t.add_column(col, justify="left" if col == "class" else "right")
 
     def pct(v: float | None) -> str:
@@ -212,7 +222,8 @@ def print_summary(result: dict[str, Any]) -> None:
 
     for c in result["classes"]:
         at = result["at_thresholds"][c["label"]]
-        t.add_row(c["label"], "-" if c["threshold"] is None else f"{c['threshold']:.3f}", pct(at["precision"]),
+        low = "" if at["precision_low95"] is None else f" (>={at['precision_low95']:.0%})"
+        t.add_row(c["label"], "-" if c["threshold"] is None else f"{c['threshold']:.3f}", pct(at["precision"]) + low,
                   pct(at["recall"]), pct(at["unknown_rate"]), str(c["support"]),
                   "yes" if c["met"] else "[red]no[/]")
     console.print(t)

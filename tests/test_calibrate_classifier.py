@@ -2,7 +2,7 @@
 
 The model is MobileNetV2 (the trainer's module, Keras padding, the shared ImageNet weights) with a
 linear head trained here on frozen features of one third of waste-mini, exported with torch.onnx at
-128x96. Thresholds are calibrated on the second third and checked on the last third, the held-out
+160x120. Thresholds are calibrated on the second third and checked on the last third, the held-out
 photos, through the runtime's own `Classifier`.
 """
 
@@ -19,7 +19,7 @@ from edgekit.cli import main
 from edgekit.edge.calibrate_classifier import class_thresholds, decide
 
 TARGET = 0.85
-SIZE = (128, 96)  # (H, W): waste-mini photos are 256x192 portrait
+SIZE = (160, 120)  # (H, W): waste-mini photos are 256x192 portrait
 
 
 def edgekit(*args: object) -> int:
@@ -129,8 +129,9 @@ def test_thresholds_meet_the_target_on_held_out_photos(waste, calibrated):
         called = pred == k
         if label in met:
             assert _not_below(int((y[called] == k).sum()), int(called.sum()), TARGET), label
-    accepted = pred >= 0
-    assert _not_below(int((pred[accepted] == y[accepted]).sum()), int(accepted.sum()), TARGET)
+    claimed = np.isin(pred, [labels.index(m) for m in met])  # what the met classes claim, all together
+    assert claimed.sum() >= 20
+    assert _not_below(int((pred[claimed] == y[claimed]).sum()), int(claimed.sum()), TARGET)
     # the check has teeth: the same model without thresholds (plain arg-max) fails it
     y0, plain, _ = _held_out(waste, {"default": 0.0})
     assert not _not_below(int((plain == y0).sum()), len(y0), TARGET)
