@@ -81,3 +81,38 @@ def test_bad_capture_options_are_user_errors(tmp_path, kwargs, words):
             **kwargs}
     with pytest.raises(UserError, match=words):
         capture_config(**args)
+
+
+class FakeCV2:
+    """Stands in for OpenCV's window (no display here): records what is shown, returns scripted keys."""
+
+    COLOR_RGB2BGR = COLOR_BGR2RGB = 4
+
+    def __init__(self, keys: list[int]):
+        self.keys, self.shown = list(keys), []
+
+    def cvtColor(self, image, code):  # noqa: N802 (OpenCV's name)
+        return np.ascontiguousarray(image[..., ::-1])
+
+    def imshow(self, title, image) -> None:
+        self.shown.append(image)
+
+    def waitKeyEx(self, delay):  # noqa: N802
+        return self.keys.pop(0) if self.keys else 27
+
+
+def test_window_ui_keys_and_overlay(one_photo, tmp_path, monkeypatch):
+    from edgekit.edge import camera as camera_mod
+    from edgekit.edge.capture import WINDOW_KEYS
+
+    camera, _ = one_photo
+    up = next(k for k, v in WINDOW_KEYS.items() if v == "brighter")
+    fake = FakeCV2([-1, 32, up, up, 32, ord("d"), ord("q"), 32, 27])
+    monkeypatch.setattr(camera_mod, "cv2_module", lambda: fake)
+    cfg = CaptureConfig(classes=["a", "b", "c"], out=tmp_path / "out", target=5, camera_source="folder",
+                        camera=str(camera), ui="window")
+    session = run_capture(cfg)
+    assert (session.counts["a"], session.counts["b"], session.counts["c"]) == (2, 1, 0)
+    assert session.done and session.brightness == 1.2
+    top_band = [float(img[18:22].mean()) for img in fake.shown]  # band rows below the text
+    assert top_band[0] < 10 and top_band[-1] > 10  # the dark info band is drawn until D turns it off
