@@ -11,8 +11,9 @@ openWakeWord/microWakeWord practice: false accepts first, then recall.
   * without positives: patience 1 and the default refractory, at the lowest threshold from which every
     higher one meets the target, plus `margin` (stated in the result).
 
-Every stream starts with `warmup_s` of silence whose frames are dropped: openWakeWord fills its
-feature buffer with random noise on reset, and the first ~15 frames score that noise.
+Every stream starts as the device's does (`silence_history` after a reset), then `warmup_s` of silence
+whose frames are dropped, so the first frames kept depend on the recording alone (openWakeWord's
+start-up buffers are flushed) and a stream start is never counted as a false accept.
 """
 
 from __future__ import annotations
@@ -156,7 +157,10 @@ def score_chunks(model: Any, name: str, chunks: Iterable[np.ndarray], warmup_s: 
     frame goes through `model.predict`, the call the device makes; the raw score is read from
     openWakeWord's prediction buffer (before its VAD gate) and the VAD score is the one it gates with.
     """
+    from edgekit.edge.wakeword import silence_history
+
     model.reset()
+    silence_history(model)  # as the device does after every (re)start
     vad = getattr(model, "vad", None) if model.vad_threshold > 0 else None
     if vad is not None:
         vad.reset_states()
