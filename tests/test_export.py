@@ -254,3 +254,20 @@ def test_sequence_lstm_exports_with_a_fixed_window(shared, tmp_path, monkeypatch
         assert results[name].max_abs_diff < 0.2, results[name]
     p = Predictor.from_bundle(Bundle.load(bundle.path), "tflite")
     assert p.runner.input_shape == (1, 50, 6)
+
+
+def test_gate_decisions_thresholds_and_verdicts(tmp_path):
+    from edgekit.trainer import gate
+
+    scores = np.array([[0.2], [0.45], [0.9]], dtype=np.float32)
+    assert gate.decisions(scores, 0.4).tolist() == [0, 1, 1]
+    assert gate.decisions(np.array([[0.1, 0.7, 0.2]]), 0.5).tolist() == [1]
+    wake = h.write_array_bundle(tmp_path, "w", "wakeword", h.wake_head(), {"name": "x"}, ["w"], [1, 16, 96],
+                                {"x_val": np.zeros((1, 16, 96), np.float32), "y_val": np.zeros(1)}, "probs",
+                                thresholds={"threshold": 0.3, "patience": 2})
+    assert gate.threshold_of(wake) == 0.3
+    ref = gate.Result("pytorch", accuracy=0.90)
+    rows = [gate.Result("onnx", accuracy=0.90), gate.Result("onnx-int8", accuracy=0.895),
+            gate.Result("tflite-int8", accuracy=0.88)]
+    assert [r.format for r in gate.judge(rows, ref, max_drop=1.0)] == ["tflite-int8"]
+    assert [r.status for r in rows] == ["accepted", "accepted", "rejected"]

@@ -119,6 +119,7 @@ def convert_all(job: ExportJob, chosen: list[formats.Format]) -> None:
                 out = job.workdir / fmt.file_name(job.bundle.name)
                 fmt.convert_fn()(job, fmt, out)
             rel = fmt.file_name(job.bundle.name)
+            out.chmod(0o644)  # ai-edge-quantizer writes its files executable
             os.replace(out, job.bundle.path / rel)
             job.made[fmt.name] = job.bundle.path / rel
             layout = fmt.layout_for(m.task, m.input.layout)

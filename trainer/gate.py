@@ -6,7 +6,7 @@ accuracy falls more than `max_drop` points below PyTorch's is `rejected` in the 
 for inspection; deploy refuses it unless forced) and the command exits with `GateRejected`.
 
 Decisions: classifiers take the arg-max; a single-output model (a wake-word head) says positive when
-its score reaches `thresholds["default"]` (0.5 when the bundle sets none).
+its score reaches `thresholds["default"]` or `thresholds["threshold"]` (0.5 when the bundle sets none).
 """
 
 from __future__ import annotations
@@ -67,8 +67,12 @@ def decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def threshold_of(bundle: Bundle) -> float:
-    value = bundle.manifest.thresholds.get("default", 0.5)
-    return float(value) if isinstance(value, (int, float)) else 0.5
+    """A single-output model's decision threshold: `thresholds.default`, else `.threshold`, else 0.5."""
+    for key in ("default", "threshold"):
+        value = bundle.manifest.thresholds.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.5
 
 
 def pytorch_scores(model: Any, x: np.ndarray, output: str, batch: int = 64) -> np.ndarray:
