@@ -60,7 +60,9 @@ class Device:
                        f"mv -f {tmp} {agent} && echo {shlex.quote(self.python)} > {pyfile}",
                        stdin=AGENT_SOURCE, timeout=60)
         if r.rc != 0:
-            raise DeployError(f"{self.label}: cannot write to {self.root}: {r.stderr.strip() or r.stdout.strip()}")
+            why = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or [f"exit {r.rc}"]
+            raise DeployError(f"{self.label}: cannot write to {self.root} ({why[0]}); create it once on the device "
+                              f"with `sudo install -d -o $USER {shlex.quote(self.root)}` or pass --root.")
 
     def command(self, sub: str, *args: str | float | int) -> str:
         """The shell line that runs the agent's `sub` with `args`, every word quoted."""

@@ -89,7 +89,6 @@ class LocalTransport(Transport):
     def __init__(self, target: Target, opts: SSHOptions | None = None):
         self.target = target
         self.bytes_sent = 0
-        Path(target.root).mkdir(parents=True, exist_ok=True)
 
     def run(self, cmd: str, stdin: bytes | None = None, timeout: float = 300.0) -> Completed:
         self.bytes_sent += len(stdin or b"")
