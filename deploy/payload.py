@@ -67,9 +67,11 @@ def choose_format(bundle: Bundle, fmt: str | None, force: bool) -> tuple[str, st
 
 
 def _threshold(bundle: Bundle) -> float | None:
+    """The decision threshold the bundle recommends (`default`, or `threshold` as the wake-word trainer
+    writes it, or the first label's), the same order the export gate reads."""
     t = bundle.manifest.thresholds
-    for key in ("default", *bundle.manifest.labels):
-        if isinstance(t.get(key), (int, float)):
+    for key in ("default", "threshold", *bundle.manifest.labels):
+        if isinstance(t.get(key), (int, float)) and not isinstance(t.get(key), bool):
             return float(t[key])
     return None
 

@@ -167,7 +167,7 @@ def make_bundle(root: Path, name: str = "waste", version: str = "v1", model_byte
     w.add("checkpoint.pt", "pytorch", "checkpoint").write_bytes(rnd.randbytes(64))
     labels = ["alexa"] if task == "wakeword" else ["glass", "paper"]
     return w.commit(task=task, labels=labels, input=InputSpec(shape=[1, 3, 8, 8]),
-                    thresholds={"default": 0.62} if task == "wakeword" else {})
+                    thresholds={"threshold": 0.62, "patience": 2} if task == "wakeword" else {})
 
 
 def device_dir(path: Path) -> Path:
