@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,19 +97,26 @@ def running_service(tmp: Path, env: dict[str, str], args: list[str] | None = Non
                 raise AssertionError(f"service did not stop on SIGTERM:\n{svc.output()}")
 
 
-def export_tiny_classifier(root: Path, name: str = "tiny-waste") -> Bundle:
-    """A small CNN exported with torch.onnx.export into a real bundle (stands in for `edgekit export`)."""
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        torch.nn.Linear(8, len(LABELS))).eval()
+def export_tiny_classifier(root: Path, waste_mini: Path, name: str = "tiny-waste") -> Bundle:
+    """A small CNN bundle (waste-mini labels and split) exported to ONNX by `edgekit export`'s own code."""
+    pytest.importorskip("torch")
+    import export_helpers as h
+
+    from edgekit import atomic
+    from edgekit.trainer.export import ExportConfig, export_bundle
+
+    labels, split = h.waste_split(waste_mini, val_per_class=2)
+    assert labels == LABELS
     w = BundleWriter(name, root=root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the quick one
-        torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(w.add("model.onnx", "onnx", "model")),
-                          input_names=["input"], output_names=["logits"], dynamo=False)
+    atomic.write_bytes(w.add("model.pt", "pytorch", "checkpoint"), h._state_bytes(h.tiny_cnn(len(LABELS))))
+    atomic.write_json(w.add("split.json", "json", "data"), {"root": str(waste_mini), **split})
     pre = Preprocess(color="RGB", resize=(64, 64), scale=1 / 127.5, offset=-1.0)
-    return w.commit(task="image-classification", labels=LABELS,
-                    input=InputSpec(shape=[1, 3, 64, 64], layout="NCHW", preprocess=pre),
-                    thresholds={"default": 0.0})
+    bundle = w.commit(task="image-classification", labels=LABELS, thresholds={"default": 0.0},
+                      input=InputSpec(shape=[1, 3, 64, 64], layout="NCHW", preprocess=pre),
+                      extra={"arch": {"name": "test_tiny_cnn", "kwargs": {"num_classes": len(LABELS)}},
+                             "output": "logits"})
+    with pytest.MonkeyPatch.context() as mp:
+        h.register_test_archs(mp)
+        # An untrained model: the gate's accuracy is meaningless here, only the ONNX file matters.
+        export_bundle(ExportConfig(bundle=str(bundle.path), formats=["onnx"], max_drop=100.0, latency_runs=2))
+    return Bundle.load(bundle.path)

@@ -188,7 +188,7 @@ class FakePicamera2:
 def test_busy_pi_camera_is_retried_and_classifies(waste_mini, tmp_path, monkeypatch):
     from edgekit.edge.predictor import Predictor
 
-    bundle = export_tiny_classifier(tmp_path / "models")
+    bundle = export_tiny_classifier(tmp_path / "models", waste_mini)
     jpeg = sorted((waste_mini / "plastic").glob("*.jpg"))[0]
     rgb = np.asarray(Image.open(jpeg).convert("RGB"))
     monkeypatch.setattr(FakePicamera2, "frames", [rgb])
@@ -214,7 +214,7 @@ def test_busy_pi_camera_is_retried_and_classifies(waste_mini, tmp_path, monkeypa
 
 
 def test_wake_word_triggers_one_classification(oww_dir, waste_mini, tmp_path):
-    bundle = export_tiny_classifier(tmp_path / "models")
+    bundle = export_tiny_classifier(tmp_path / "models", waste_mini)
     folder = tmp_path / "camera"
     folder.mkdir()
     for p in sorted((waste_mini / "glass").glob("*.jpg"))[:3]:
