@@ -1,9 +1,9 @@
 """`edgekit calibrate classifier` on waste-mini with a real exported ONNX model, run by the device's Predictor.
 
 The model is MobileNetV2 (the trainer's module, Keras padding, the shared ImageNet weights) with a
-linear head trained here on frozen features of one third of waste-mini, exported with torch.onnx at
-160x120. Thresholds are calibrated on the second third and checked on the last third, the held-out
-photos, through the runtime's own `Classifier`.
+linear head trained here on frozen features of one third of waste-mini at 160x120, exported to ONNX by
+`edgekit export` (its accuracy gate runs on the second third). Thresholds are calibrated on the second
+third and checked on the last third, the held-out photos, through the runtime's own `Classifier`.
 """
 
 from __future__ import annotations
@@ -38,10 +38,16 @@ def _link_split(files: dict[str, list[Path]], part: slice, out: Path) -> Path:
     return out
 
 
-def _train_and_export(files: dict[str, list[Path]], weights: Path, root: Path):
-    """A MobileNetV2 waste bundle with an ONNX file, head trained on the first third of the photos."""
+def _train_and_export(files: dict[str, list[Path]], weights: Path, data_root: Path, root: Path):
+    """A trainer-style waste bundle (checkpoint, arch, split.json) exported to ONNX by `edgekit export`.
+
+    Training is the quick part of `edgekit train waste` only: MobileNetV2 with the shared ImageNet
+    backbone frozen and a linear head on the first third of the photos.
+    """
     torch = pytest.importorskip("torch")
-    from edgekit.bundle import BundleWriter, InputSpec, Preprocess
+    import io
+
+    from edgekit.bundle import Bundle, BundleWriter, InputSpec, Preprocess
     from edgekit.edge.preprocess import preprocess_images
     from edgekit.trainer.mobilenet import build, load_backbone, read_state_dict
 
@@ -49,7 +55,8 @@ def _train_and_export(files: dict[str, list[Path]], weights: Path, root: Path):
     torch.manual_seed(0)
     labels = sorted(files)
     pre = Preprocess(color="RGB", resize=SIZE, scale=1 / 127.5, offset=-1.0)
-    model = build(num_classes=len(labels), padding="keras").eval()
+    arch = {"name": "mobilenet_v2", "kwargs": {"num_classes": len(labels), "padding": "keras"}}
+    model = build(**arch["kwargs"]).eval()
     load_backbone(model, read_state_dict(weights))
     train = [(f, k) for k, label in enumerate(labels) for f in files[label][0::3]]
     x = torch.from_numpy(preprocess_images([f for f, _ in train], pre))
@@ -63,14 +70,19 @@ def _train_and_export(files: dict[str, list[Path]], weights: Path, root: Path):
         torch.nn.functional.cross_entropy(head(feats), y).backward()
         opt.step()
     w = BundleWriter("waste", root=root)
-    torch.onnx.export(model, torch.zeros(1, 3, *SIZE), str(w.dir / "model.onnx"), input_names=["input"],
-                      output_names=["logits"], dynamo=False)
-    w.add("model.onnx", "onnx", "model", status="accepted")
-    (w.dir / "split.json").write_text(json.dumps({"train": [str(f) for f, _ in train],
-                                                  "val": [str(f) for fs in files.values() for f in fs[1::3]]}))
+    buf = io.BytesIO()
+    torch.save({k: v.detach() for k, v in model.state_dict().items()}, buf)
+    w.add("model.pt", "pytorch", "checkpoint")
+    (w.dir / "model.pt").write_bytes(buf.getvalue())
+    rel = lambda f: f"{f.parent.name}/{f.name}"  # noqa: E731
+    split = {"root": str(data_root), "train": [rel(f) for f, _ in train],
+             "val": [rel(f) for fs in files.values() for f in fs[1::3]]}
+    (w.dir / "split.json").write_text(json.dumps(split))
     w.add("split.json", "json", "data")
-    return w.commit(task="image-classification", labels=labels, input=InputSpec(shape=[1, 3, *SIZE], preprocess=pre),
-                    thresholds={"default": 0.5})
+    b = w.commit(task="image-classification", labels=labels, input=InputSpec(shape=[1, 3, *SIZE], preprocess=pre),
+                 thresholds={"default": 0.5}, extra={"arch": arch, "output": "logits"})
+    assert edgekit("export", b.path, "--format", "onnx", "--latency-runs", "3") == 0
+    return Bundle.load(b.path)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +90,7 @@ def waste(waste_mini: Path, imagenet_weights: Path, tmp_path_factory) -> SimpleN
     root = tmp_path_factory.mktemp("waste")
     files = {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
              for d in sorted(waste_mini.iterdir()) if d.is_dir()}
-    bundle = _train_and_export(files, imagenet_weights, root / "models")
+    bundle = _train_and_export(files, imagenet_weights, waste_mini, root / "models")
     return SimpleNamespace(bundle=bundle, calib=_link_split(files, slice(1, None, 3), root / "calib"),
                            held=_link_split(files, slice(2, None, 3), root / "held"), root=root)
 
