@@ -107,7 +107,8 @@ class PiCamera:
     def __init__(self, spec: str | None):
         cls = picamera2_class()
         self.cam = cls(int(spec)) if spec and spec.isdigit() else cls()
-        config = self.cam.create_still_configuration(main={"format": "RGB888", "size": CAPTURE_SIZE})
+        # A preview configuration streams continuously; `capture_array` then just takes the latest frame.
+        config = self.cam.create_preview_configuration(main={"format": "RGB888", "size": CAPTURE_SIZE})
         self.cam.configure(config)
         self.cam.start()
 

@@ -166,6 +166,12 @@ def build_listener(settings: Any) -> WakewordListener:
     if feature_dir is None:
         raise UserError("openWakeWord feature models not found; set EDGEKIT_FEATURE_DIR to the folder with "
                         "melspectrogram and embedding_model files.")
+    if settings.wakeword_noise_suppression:
+        try:
+            import speexdsp_ns  # noqa: F401  (what openwakeword imports for noise suppression)
+        except ImportError:
+            raise UserError("Setting OPENWAKEWORD_NOISE_SUPPRESSION needs speexdsp-ns (Linux only): "
+                            "sudo apt install libspeexdsp-dev && pip install speexdsp-ns.")
     oww = make_model([m.path for m in models], framework, feature_dir,
                      vad_threshold=settings.wakeword_vad_threshold,
                      noise_suppression=settings.wakeword_noise_suppression)

@@ -162,7 +162,7 @@ class FakePicamera2:
     def __init__(self, camera_num: int = 0):
         self.camera_num = camera_num
 
-    def create_still_configuration(self, main: dict) -> dict:
+    def create_preview_configuration(self, main: dict) -> dict:
         assert main["format"] == "RGB888"
         return {"main": main}
 

@@ -159,3 +159,18 @@ def test_unreadable_wav_stops_the_service_with_one_sentence(oww_dir, tmp_path, m
     assert exit_.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"Cannot read {bad} as audio" in err and "Traceback" not in err
+
+
+def test_noise_suppression_without_speexdsp_is_one_sentence(oww_dir, tmp_path):
+    import importlib.util
+
+    from edgekit.edge.settings import load_settings
+    from edgekit.edge.wakeword import build_listener
+    from edgekit.errors import UserError
+
+    if importlib.util.find_spec("speexdsp_ns") is not None:
+        pytest.skip("speexdsp-ns is installed here")
+    s = load_settings(wakeword_models=str(oww_dir / "alexa_v0.1.onnx"), feature_dir=oww_dir,
+                      wakeword_noise_suppression=True, data_dir=tmp_path)
+    with pytest.raises(UserError, match="OPENWAKEWORD_NOISE_SUPPRESSION needs speexdsp-ns"):
+        build_listener(s)
