@@ -93,79 +93,58 @@ def test_label_encoder_and_arch_rebuild(trained):
     assert acc == pytest.approx(bundle.manifest.metrics["accuracy"], abs=1e-6)
 
 
-def _onnx(bundle, tmp: Path) -> Path:
-    import torch
-
-    from edgekit.trainer.models import load_from_bundle
-
-    model = load_from_bundle(bundle)
-    path = tmp / "har.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 128, 6),), str(path), input_names=["x"], output_names=["logits"],
-                      dynamo=False)
-    return path
+@pytest.fixture(scope="module")
+def exported(trained):
+    """The trained bundle after `edgekit export --format onnx,tflite` (the exporter's own command and gate)."""
+    bundle, _ = trained
+    with pytest.raises(SystemExit) as done:
+        main(["export", str(bundle.path), "--format", "onnx,tflite", "--latency-runs", "3"])
+    assert done.value.code in (0, None), "the accuracy gate rejected a format"
+    return resolve(bundle.path)
 
 
-def test_onnx_export_matches_pytorch_and_runs_on_the_device_side(trained, tmp_path, har_mini):
-    import onnxruntime as ort
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
-    from edgekit.edge.sequence import SequenceModel, evaluate_folder
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_export_matches_pytorch(exported, fmt):
+    from edgekit.edge.predictor import Predictor
     from edgekit.trainer.models import load_from_bundle
     from edgekit.trainer.sequence import predict_logits
 
-    bundle, _ = trained
-    sess = ort.InferenceSession(str(_onnx(bundle, tmp_path)), providers=["CPUExecutionProvider"])
-    x = np.load(bundle.path / "eval_data.npz")["x_val"][:40]
-    ref = predict_logits(load_from_bundle(bundle), x)
-    got = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    entry = next(e for e in exported.manifest.files.values() if e.role == "model" and e.format == fmt)
+    assert entry.status == "accepted"
+    x = np.load(exported.path / "eval_data.npz")["x_val"][:40]
+    ref = _softmax(predict_logits(load_from_bundle(exported), x))
+    got = Predictor.from_bundle(exported, fmt).predict(x)
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        z = sess.run(None, {"x": batch})[0]
-        e = np.exp(z - z.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
 
-    model = SequenceModel(bundle.manifest, predict)
-    csv = har_mini / "exp11_user06.csv"
-    res = model.predict_csv(csv)
-    # the stream gives exactly the CSV's windows, frame by frame
+@pytest.mark.slow
+def test_device_runner_over_csv_stream_and_folder(exported, tmp_path, har_mini):
+    from edgekit.edge.sequence import SequenceModel, evaluate_folder
     from edgekit.trainer.seq_data import read_csv
 
+    model = SequenceModel.from_bundle(exported, fmt="tflite")
+    csv = har_mini / "exp11_user06.csv"
+    res = model.predict_csv(csv)
+    assert len(res.starts) == (len(read_csv(csv).frames) - 128) // 64 + 1
+    # the stream gives exactly the CSV's windows, frame by frame, with the stored normalisation
     frames = read_csv(csv).frames[:128 + 64 * 5]
     preds = model.stream().run(frames)
     assert [p.start for p in preds] == list(res.starts[:6])
     np.testing.assert_allclose(np.stack([p.probs for p in preds]), res.probs[:6], atol=1e-6)
-    # held-out person 06, windows cut the device's way: still far above chance
+    assert [p.label for p in preds] == res.predicted(model.labels)[:6]
+    # held-out person 06, windows cut the device's way (from frame 0, not per labeled run): far above chance
     folder = tmp_path / "person06"
     folder.mkdir()
     for f in ("exp11_user06.csv", "exp12_user06.csv"):
         (folder / f).symlink_to(har_mini / f)
-    report = evaluate_folder(model, folder)
+    report = evaluate_folder(SequenceModel.from_bundle(exported, fmt="onnx"), folder)
     assert report["n"] > 200 and report["accuracy"] >= 0.5
-
-
-@pytest.mark.slow
-def test_tflite_export_matches_pytorch(trained, tmp_path):
-    import litert_torch
-    import torch
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgekit.trainer.models import load_from_bundle
-    from edgekit.trainer.sequence import predict_logits
-
-    bundle, _ = trained
-    model = load_from_bundle(bundle)
-    path = tmp_path / "har.tflite"
-    litert_torch.convert(model, (torch.zeros(1, 128, 6),)).export(str(path))
-    it = Interpreter(str(path))
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = np.load(bundle.path / "eval_data.npz")["x_val"][:20]
-    got = []
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], x[i:i + 1])
-        it.invoke()
-        got.append(it.get_tensor(out["index"]).copy())
-    np.testing.assert_allclose(np.concatenate(got), predict_logits(model, x), atol=1e-4)
 
 
 def test_edge_sequence_imports_without_torch():
