@@ -24,17 +24,17 @@ import numpy as np
 FRAME = 1280
 
 
-def onnx_of(model: str, tmp: Path) -> tuple[Path, dict]:
-    """A model file for openwakeword, and the bundle's decision settings when MODEL is a bundle."""
+def onnx_of(model: str, tmp: Path) -> tuple[Path, dict, str]:
+    """A model file for openwakeword, the bundle's decision settings (if a bundle), and a display name."""
     p = Path(model)
     if p.suffix in (".onnx", ".tflite") and p.is_file():
-        return p, {}
+        return p, {}, p.name
     from edgekit.bundle import resolve
 
     b = resolve(model)
     existing = b.model_file("onnx")
     if existing is not None:
-        return existing, b.manifest.thresholds
+        return existing, b.manifest.thresholds, f"{b.name}/{b.version}"
     import torch
 
     from edgekit.trainer.models import load_from_bundle
@@ -42,7 +42,7 @@ def onnx_of(model: str, tmp: Path) -> tuple[Path, dict]:
     out = tmp / f"{b.name}.onnx"
     torch.onnx.export(load_from_bundle(b), torch.zeros(1, 16, 96), str(out), input_names=["x"],
                       output_names=["score"], opset_version=13, dynamo=False)
-    return out, b.manifest.thresholds
+    return out, b.manifest.thresholds, f"{b.name}/{b.version}"
 
 
 def stream(oww, audio: np.ndarray) -> np.ndarray:
@@ -106,18 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     feature_dir = Path(args.feature_models) if args.feature_models else openwakeword_assets()
     positives = load_folder([args.positives])
     negatives = np.concatenate(load_folder(args.negatives))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(f"{len(positives)} positives, negative stream {len(negatives) / 16000 / 60:.1f} min "
                   f"(1 false accept = {3600 / (len(negatives) / 16000):.2f} FA/h)")
     curves, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for i, m in enumerate([args.model, *args.baseline]):
-            path, th = onnx_of(m, Path(tmp))
+            path, th, label = onnx_of(m, Path(tmp))
             patience = args.patience or th.get("patience", 1)
             refractory = args.refractory_s if args.refractory_s is not None else th.get("refractory_s", 2.0)
             pos, neg, fps = score_model(path, feature_dir, positives, negatives)
             pts = ev.sweep(pos, neg, patience, refractory)
-            name = Path(m).name if i else f"{Path(m).name} (subject)"
+            name = label if i else f"{label} (subject)"
             curves[name] = pts
             own = None
             if "threshold" in th:

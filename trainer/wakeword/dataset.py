@@ -7,8 +7,10 @@ Sets (all deterministic by seed):
   * noise, and the user's own negative audio: 10 s chunks → windows;
   * validation positives (held-out voices): a 3 s clip whose first 2 s are aligned like a training
     positive, then 1 s more: 13 windows, scored as the device would stream them;
-  * validation stream (held-out voices): sentences and near-misses, noise and held-out user audio,
-    scored at every 80 ms frame for false accepts per hour.
+  * validation near-misses (held-out voices): placed like the validation positives; the share that
+    fires is reported (they are far denser than in real speech, so they stay out of FA/h);
+  * validation stream (held-out voices): sentences, noise and held-out user audio, scored at every
+    80 ms frame for false accepts per hour.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class WakewordData:
     """(clips, 28, 96) held-out positives; window 0 is aligned like a training positive."""
     val_stream: np.ndarray
     """(chunks, 116, 96) held-out negative audio, scored at every frame."""
+    val_near: np.ndarray
+    """(clips, 28, 96) held-out near-misses, placed like `val_pos`."""
     stats: dict = field(default_factory=dict)
 
 
@@ -177,7 +181,6 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]], user_files: list
     n_speech = int(round(d.speech_minutes * 6))
     n_noise = int(round(d.noise_minutes * 6))
     user_train, user_val = _user_chunks(user_files, rng)
-    val_mix = clips["speech_val"] + clips["adv_val"]
     n_val_chunks = max(6, int(round((n_speech + n_noise) * d.val_fraction)))
     sets = {
         "positives": _place(clips["pos"], CLIP, CLIP, rng),
@@ -186,7 +189,9 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]], user_files: list
         "noise": _sequences([], n_noise, rng),
         "user_negatives": user_train,
         "val_positives": _place(clips["pos_val"], VAL_CLIP, CLIP, rng),
-        "val_stream": _sequences(val_mix, n_val_chunks, rng) + _sequences([], max(1, n_noise // 4), rng) + user_val,
+        "val_near_misses": _place(clips["adv_val"], VAL_CLIP, CLIP, rng),
+        "val_stream": _sequences(clips["speech_val"], n_val_chunks, rng)
+        + _sequences([], max(1, n_noise // 4), rng) + user_val,
     }
     return {k: v for k, v in sets.items() if v}
 
@@ -201,6 +206,7 @@ def _assemble(feats: dict[str, np.ndarray], stats: dict) -> WakewordData:
         x_neg=np.concatenate(neg_parts).astype(np.float32),
         val_pos=np.asarray(feats["val_positives"]),
         val_stream=np.asarray(feats["val_stream"]),
+        val_near=np.asarray(feats.get("val_near_misses", np.zeros((0, 28, 96), np.float32))),
         stats=stats,
     )
     stats["windows"] = {"positive": len(data.x_pos), "negative": len(data.x_neg),

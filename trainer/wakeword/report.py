@@ -48,7 +48,7 @@ def eval_arrays(data: WakewordData, seed: int) -> dict[str, np.ndarray]:
 
 
 def write_bundle(cfg: WakewordConfig, model: torch.nn.Module, data: WakewordData, result: Any,
-                 points: list[ev.Point], chosen: ev.Point, met: bool) -> Bundle:
+                 points: list[ev.Point], chosen: ev.Point, met: bool, near_miss_rate: float) -> Bundle:
     import torch
 
     from edgekit.trainer.plots import plot_curves
@@ -72,7 +72,7 @@ def write_bundle(cfg: WakewordConfig, model: torch.nn.Module, data: WakewordData
         metrics = {"FRR": round(chosen.frr, 4), "FA/h": round(chosen.fa_per_hour, 3), "F1": round(chosen.f1, 4),
                    "target_fa_per_hour": cfg.data.target_fpr, "target_frr": cfg.data.target_fnr,
                    "target_met": bool(met and chosen.frr <= cfg.data.target_fnr),
-                   "val_positive_clips": chosen.positives,
+                   "near_miss_accept_rate": round(near_miss_rate, 4), "val_positive_clips": chosen.positives,
                    "val_stream_hours": round(data.stats["windows"]["val_stream_minutes"] / 60, 4),
                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
         return w.commit(
@@ -94,7 +94,7 @@ def write_bundle(cfg: WakewordConfig, model: torch.nn.Module, data: WakewordData
         raise
 
 
-def print_result(cfg: WakewordConfig, bundle: Bundle, chosen: ev.Point, met: bool, stats: dict) -> None:
+def print_result(cfg: WakewordConfig, bundle: Bundle, chosen: ev.Point, met: bool) -> None:
     from rich.table import Table
 
     from edgekit.console import console
@@ -108,6 +108,8 @@ def print_result(cfg: WakewordConfig, bundle: Bundle, chosen: ev.Point, met: boo
     t.add_row("false accepts / hour", f"{chosen.fa_per_hour:.2f} ({chosen.false_accepts})",
               f"≤{cfg.data.target_fpr:g}" + ("" if met else " (missed)"))
     t.add_row("F1", f"{chosen.f1:.3f}", "")
+    t.add_row("near-misses that fire", f"{100 * bundle.manifest.metrics['near_miss_accept_rate']:.1f}%", "")
+    stats = bundle.manifest.extra["data"]
     t.add_row("negative stream", f"{stats['windows']['val_stream_minutes']:.1f} min", "")
     tts, feats = stats["tts"], stats["features"]
     t.add_row("TTS clips (new)", f"{tts['clips']} ({tts['new']}, {tts['clips_per_s'] or '-'} /s)", "")

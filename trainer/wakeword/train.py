@@ -66,6 +66,19 @@ def val_scores(model: torch.nn.Module, data: WakewordData, device: Any = "cpu") 
     return pos, stream
 
 
+def near_miss_rate(model: torch.nn.Module, data: WakewordData, threshold: float, cfg: WakewordConfig) -> float:
+    """Share of held-out near-miss clips ("compu", phoneme edits) on which the detector fires."""
+    from edgekit.edge.detector import DetectorConfig
+    from edgekit.trainer.wakeword.features import windows
+
+    n, f, _ = data.val_near.shape
+    if not n:
+        return 0.0
+    scores = predict(model, windows(data.val_near)).reshape(n, f - 15)
+    det = DetectorConfig(threshold=threshold, patience=cfg.detector.patience, refractory_s=cfg.detector.refractory_s)
+    return float(ev.fires(scores, det).mean())
+
+
 def _loss(logits: torch.Tensor, y: torch.Tensor, neg_weight: float) -> torch.Tensor:
     import torch
 
@@ -144,6 +157,7 @@ def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None, run_dir:
     pos, stream = val_scores(model, data)
     points = ev.sweep(pos, stream, cfg.detector.patience, cfg.detector.refractory_s)
     chosen, met = ev.choose(points, cfg.data.target_fpr)
-    bundle = write_bundle(cfg, model, data, result, points, chosen, met)
-    print_result(cfg, bundle, chosen, met, data.stats)
+    near = near_miss_rate(model, data, chosen.threshold, cfg)
+    bundle = write_bundle(cfg, model, data, result, points, chosen, met, near)
+    print_result(cfg, bundle, chosen, met)
     return bundle
