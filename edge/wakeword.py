@@ -15,30 +15,13 @@ from typing import Any
 import numpy as np
 
 from edgekit.edge.detector import FRAME_S, Detection, Detector, DetectorConfig
+from edgekit.edge.oww import silence_history  # noqa: F401  (re-exported: callers reset with it)
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-HISTORY_SAMPLES = 4 * 16000
 """openwakeword's embedding history is computed from 4 s of audio at start and on reset."""
-
-
-def silence_history(model: Any) -> None:
-    """Start an `openwakeword.Model`'s embedding history from silence instead of random noise.
-
-    openwakeword seeds that history with uniform noise (+-1000) on creation and on `reset()`. The model
-    then sees noise-then-audio for the first ~1.3 s, and on real recordings that scores like a wake word:
-    measured here with alexa_v0.1, the first 5 s of `doing_the_dishes` peaked at 0.991 and
-    `exercise_bike` at 0.929 (frames 8-9), both false detections at every (re)start. Starting from
-    silence the same audio peaks at 0.336 and 0.177, and `alexa_test.wav` still scores 1.0. It also
-    makes scores reproducible run to run. Call it right after `make_model` and after `model.reset()`.
-    """
-    pre = getattr(model, "preprocessor", None)
-    if pre is None or not hasattr(pre, "_get_embeddings"):
-        log.warning("this openwakeword has no feature history to reset; first second may false-trigger")
-        return
-    pre.feature_buffer = pre._get_embeddings(np.zeros(HISTORY_SAMPLES, dtype=np.int16))
 
 
 def score_stream(model: Any, frames: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
