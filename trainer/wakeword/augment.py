@@ -145,9 +145,9 @@ class Mixer:
         active = np.zeros(length, bool)
         pos = int(rng.integers(0, SR // 2))
         for clip in clips:
-            colored = self.color(clip, rng)[: length - pos]
-            if len(colored) <= 0:
+            if pos >= length:
                 break
+            colored = self.color(clip, rng)[: length - pos]
             sig[pos:pos + len(colored)] = colored
             active[pos:pos + len(colored)] = True
             pos += len(colored) + int(rng.integers(SR // 10, SR))
