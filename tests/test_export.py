@@ -16,7 +16,7 @@ from edgekit.cli import main
 from edgekit.edge.predictor import Predictor
 from edgekit.errors import UserError, VerificationError
 from edgekit.trainer import formats
-from edgekit.trainer.export import ExportConfig, export_bundle
+from edgekit.trainer.export import EvalConfig, ExportConfig, eval_bundle, export_bundle
 from edgekit.trainer.gate import GateRejected
 
 FP32_DIFF = 1e-4
@@ -218,7 +218,7 @@ def test_wakeword_head_scores_like_pytorch_in_openwakeword(shared, oww_dir, tmp_
         assert max(scores) - min(scores) > 0.1  # the head reacts to the audio: not a constant
 
 
-def _har_windows(shared: Path, window: int = 50) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _har_windows(shared: Path, window: int = 20) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labelled windows [N, window, 6] from real smartphone recordings (har-mini), three activities."""
     folder = shared / "data" / "har-mini"
     if not folder.is_dir():
@@ -244,16 +244,20 @@ def test_sequence_lstm_exports_with_a_fixed_window(shared, tmp_path, monkeypatch
     arrays = {"x_train": x[::2], "y_train": y[::2], "x_val": x[1::2], "y_val": y[1::2]}
     bundle = h.write_array_bundle(tmp_path / "models", "har", "sequence-classification", model,
                                   {"name": "test_seq_lstm", "kwargs": {"n_features": 6, "n_classes": 3}}, labels,
-                                  [1, 50, 6], arrays, "logits")
+                                  [1, 20, 6], arrays, "logits")
     results = {r.format: r for r in export_bundle(ExportConfig(bundle=str(bundle.path), max_drop=100.0,
-                                                               calib_samples=64, latency_runs=2))}
+                                                               calib_samples=32, latency_runs=2))}
     assert sorted(results) == sorted(formats.formats_for("sequence-classification"))
     for name in ("onnx", "tflite"):
         assert results[name].agreement == 1.0 and results[name].max_abs_diff < FP32_DIFF, results[name]
     for name in ("onnx-int8", "tflite-int8"):
         assert results[name].max_abs_diff < 0.2, results[name]
     p = Predictor.from_bundle(Bundle.load(bundle.path), "tflite")
-    assert p.runner.input_shape == (1, 50, 6)
+    assert p.runner.input_shape == (1, 20, 6)
+    np.savez(tmp_path / "held_out.npz", x=arrays["x_val"], y=arrays["y_val"])
+    again = eval_bundle(EvalConfig(bundle=str(bundle.path), data=str(tmp_path / "held_out.npz"),
+                                   formats=["onnx"], latency_runs=1))
+    assert again[0].accuracy == results["onnx"].accuracy and again[0].agreement == 1.0
 
 
 def test_gate_decisions_thresholds_and_verdicts(tmp_path):

@@ -2,13 +2,15 @@
 
 fp32 uses the TorchScript exporter at opset 17 with a fixed batch of one: it is fast (under a second
 for MobileNetV2, against ~6 s for the dynamo exporter here), gives static shapes that openwakeword
-reads (`get_inputs()[0].shape[1]` must be 16) and matched PyTorch to ~1e-7 on every model tried. The
+reads (`get_inputs()[0].shape[1]` must be 16) and its scores matched PyTorch within 1e-6 on every
+model tried. The
 manifest's key fields go into `metadata_props` (`edgekit.*` keys), so a lone .onnx file still says
 what it is.
 
 int8 is static QDQ: per-channel int8 weights, activations calibrated on real training samples of the
 bundle (MinMax, Entropy or Percentile). Activations are uint8 because onnxruntime's x86 kernels
-multiply u8×s8 (VPMADDUBSW) and run s8×s8 slower; ARM runs both. Inputs and outputs stay float32, so
+multiply u8×s8 (VPMADDUBSW) and run s8×s8 slower: MobileNetV2 at 96 px, one thread, measured
+interleaved here: u8 activations 1.4 ms, s8 6.3 ms, fp32 6.1 ms. ARM runs both. Inputs and outputs stay float32, so
 the file is a drop-in replacement for the fp32 one (openwakeword included).
 """
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich import box
 from rich.table import Table
 
 from edgekit.bundle import Bundle
@@ -131,21 +132,21 @@ def store(bundle: Bundle, results: list[Result], max_drop: float, samples: str) 
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def table(results: list[Result], reference: Result | None, title: str) -> Table:
-    """The results as one Rich table, PyTorch first."""
-    t = Table(title=title, title_justify="left")
-    for col in ("format", "size", "accuracy", "drop", "agreement", "max |diff|", "latency ms", "status"):
-        t.add_column(col, justify="left" if col in ("format", "status") else "right")
+    """The results as one Rich table, PyTorch first (narrow enough for an 80-column log)."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("format", "MB", "acc %", "drop", "agree %", "max |diff|", "ms", "status"):
+        t.add_column(col, justify="left" if col in ("format", "status") else "right", no_wrap=True)
     rows = ([reference] if reference else []) + results
     for r in rows:
         style = {"rejected": "red", "accepted": "green"}.get(r.status or "", "")
         t.add_row(
-            r.format, "-" if r.size is None else f"{r.size / 1e6:.2f} MB", _pct(r.accuracy),
+            r.format, "-" if r.size is None else f"{r.size / 1e6:.2f}", _pct(r.accuracy),
             "-" if r.drop is None else f"{r.drop:+.1f}", _pct(r.agreement),
-            "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}",
+            "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
             "-" if r.latency_ms is None else f"{r.latency_ms:.2f}",
             f"[{style}]{r.status}[/{style}]" if style else "-",
         )
