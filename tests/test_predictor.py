@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,24 @@ def test_edge_side_runs_without_torch(tiny, waste_mini):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("[[") == 2
+
+
+def test_calibration_method_is_wired_and_validated(tiny, tmp_path, capsys):
+    from edgekit.cli import main
+
+    bundle, _ = tiny
+    copy = tmp_path / "tiny" / bundle.version
+    shutil.copytree(bundle.path, copy)
+    with pytest.MonkeyPatch.context() as mp:
+        h.register_test_archs(mp)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(copy), "--format", "onnx-int8", "--calib-method", "percentile",
+                  "--calib-samples", "36", "--max-drop", "100", "--latency-runs", "1"])
+        assert exit_info.value.code == 0
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(copy), "--calib-method", "kl"])
+        assert exit_info.value.code == UserError.exit_code
+    assert "--calib-method" in capsys.readouterr().err
+    minmax, percentile = bundle.model_file("onnx-int8").read_bytes(), Bundle.load(copy).model_file("onnx-int8")
+    assert percentile.read_bytes() != minmax  # other activation ranges, other file
+    Bundle.load(copy).verify()
