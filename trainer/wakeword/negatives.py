@@ -1,9 +1,9 @@
 """Negatives: near-misses of the phrase, everyday speech, the user's own audio, synthetic noise.
 
 Near-misses come from two places: parts of the phrase's words ("compu", "puter"), and edits of its
-phonemes as espeak-ng prints them (`espeak-ng -x`): a consonant or vowel swapped for a close one, a
-syllable dropped or added. espeak-ng reads such phoneme strings back inside `[[...]]`, so the edits are
-spoken exactly as written.
+phonemes as espeak-ng prints them (`espeak-ng -x`): a consonant (and maybe a vowel) swapped for a
+close one, the start or end dropped, a syllable added after it. espeak-ng reads such phoneme strings
+back inside `[[...]]`, so the edits are spoken exactly as written.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _SWAPS: dict[str, str] = {
     "f": "vs", "v": "fb", "s": "zS", "z": "s", "S": "sZ", "l": "rn", "r": "l", "w": "v", "j": "w",
     "a": "eo", "e": "ai", "i": "Ie", "o": "au", "u": "Uo", "@": "aV", "I": "ie", "E": "ae", "V": "@a",
 }
+_VOWELS = set("aeiouU@IEV03")
 _EXTRA_SYLLABLES = ("b@", "t@", "m@", "s@", "@n", "In")
 
 
@@ -46,22 +47,28 @@ def phoneme_edits(phrase: str, lang: str, n: int, rng: np.random.Generator) -> l
     base = phonemes(phrase, lang)
     if not base:
         return []
-    letters = [i for i, c in enumerate(base) if c in _SWAPS]
+    # A flapped stop (t#) already sounds like its voiced twin, and a lone vowel change is within how
+    # real speakers vary: single swaps touch consonants only, double swaps may touch a vowel too.
+    letters = [i for i, c in enumerate(base) if c in _SWAPS and base[i + 1:i + 2] != "#"]
+    consonants = [i for i in letters if base[i] not in _VOWELS]
     out: set[str] = set()
     for _ in range(n * 6):
         if len(out) >= n:
             break
         s = list(base)
         kind = rng.integers(4)
-        if kind <= 1 and letters:  # one or two swaps
-            for i in rng.choice(letters, size=min(len(letters), 1 + int(kind)), replace=False):
+        if kind <= 1 and consonants:  # one consonant swap, or a consonant and another phoneme
+            picks = [int(rng.choice(consonants))]
+            others = [i for i in letters if i != picks[0]]
+            if kind == 1 and others:
+                picks.append(int(rng.choice(others)))
+            for i in picks:
                 s[i] = str(rng.choice(list(_SWAPS[base[i]])))
         elif kind == 2 and len(s) > 4:  # drop the start or the end
             k = int(rng.integers(2, max(3, len(s) // 3)))
             s = s[k:] if rng.random() < 0.5 else s[:-k]
-        else:  # one more syllable at either end
-            syl = list(str(rng.choice(_EXTRA_SYLLABLES)))
-            s = syl + s if rng.random() < 0.5 else s + syl
+        else:  # one more syllable at the end ("computer-s"); one in front would still end in the phrase
+            s = s + list(str(rng.choice(_EXTRA_SYLLABLES)))
         cand = "".join(s).strip()
         if cand and cand != base and re.search(r"[A-Za-z@]", cand):
             out.add(cand)
