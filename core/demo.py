@@ -89,7 +89,8 @@ def run_demo(workdir: str, quick: bool = False) -> None:
         step("Deploy the wake word beside it (its own slot)", "deploy", f"local:{device}", "demo-computer",
              "--format", "onnx", "--slot", "wakeword", *common,
              "-e", "EDGEKIT_AUDIO_SOURCE=wav", "-e", f"EDGEKIT_AUDIO_PATH={audio}")
-        step("What the device runs now", "status", f"local:{device}")
+        step("What the device runs now", "status", f"local:{device}", "--slot", "current",
+             "--health", f"http://127.0.0.1:{port}/health")
         events = _collect_events(port, expect_audio=True)
     finally:
         _stop_service(device)
