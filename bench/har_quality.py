@@ -5,7 +5,7 @@ accuracy. Nothing is chosen on the held-out person: training runs a fixed number
 cosine learning-rate decay (`select="last"`). The baseline, measured in the same run on the same
 windows, is a nearest-centroid classifier on per-window channel means and standard deviations.
 
-    python bench/har_quality.py                        # the seed's LSTM 128 → 64, 40 epochs, mean readout
+    python bench/har_quality.py                        # the seed's LSTM 128 → 64, 15 epochs, mean readout
     python bench/har_quality.py --arch cnn1d --units 64,64 --json runs/har.json
 """
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="lstm")
     ap.add_argument("--units", default="128,64")
     ap.add_argument("--pool", default="mean", choices=["last", "mean"])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--train-stride", type=int, default=32)
