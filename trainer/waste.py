@@ -254,6 +254,8 @@ def _keep_best_phase(model: torch.nn.Module, results: list[FitResult]) -> None:
 
 def train(cfg: WasteConfig, hooks: Hooks | None = None) -> Bundle:
     """The whole command: prepare, train in phases, evaluate, write the bundle, print the verdict."""
+    import torch
+
     from edgekit.console import console
     from edgekit.trainer import waste_bundle
     from edgekit.trainer.engine import resolve_device, seed_everything
@@ -262,6 +264,8 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None) -> Bundle:
     waste_bundle.print_data_summary(prep)
     seed_everything(cfg.seed)
     model, style, source = build_model(cfg, len(prep.labels))
+    # NHWC activations: about 2x faster depthwise convolutions on CPU (oneDNN), and faster with AMP on GPUs
+    model = model.to(memory_format=torch.channels_last)
     pre = style.preprocess(cfg.img_size)
     data = PhotoBatches(prep, pre, cfg.augment, balanced=cfg.balance == "sampler")
     run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key()

@@ -73,7 +73,7 @@ def write_bundle(cfg: WasteConfig, prep: Prepared, model: Any, style: WeightStyl
     w = BundleWriter(cfg.output)
     try:
         buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+        torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
         atomic.write_bytes(w.add("model.pt", "pytorch", "checkpoint"), buf.getvalue())
         split = {"root": str(prep.root),
                  "train": [[prep.files[i], int(prep.y[i])] for i in prep.split.train],

@@ -127,7 +127,8 @@ class PhotoBatches:
         from edgekit.trainer.augment import augment, to_tensor
 
         x = augment(to_tensor(self.prep.images.get(self.idx[idx]), device), self.augment)
-        return self.normalizer(device)(x), torch.from_numpy(self.y[idx]).to(device)
+        x = self.normalizer(device)(x).contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(self.y[idx]).to(device)
 
 
 def predict(model: torch.nn.Module, prep: Prepared, which: np.ndarray, pre: Preprocess,
@@ -143,5 +144,6 @@ def predict(model: torch.nn.Module, prep: Prepared, which: np.ndarray, pre: Prep
     with torch.no_grad():
         for i in range(0, len(which), batch):
             x = norm(to_tensor(prep.images.get(which[i:i + batch]), device))
+            x = x.contiguous(memory_format=torch.channels_last)
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(prep.labels))
