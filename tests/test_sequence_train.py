@@ -165,3 +165,16 @@ def test_cli_user_errors_are_one_sentence(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "sequence", "--data", str(tmp_path), "--arch", "lstn"])
     assert "Did you mean 'lstm'" in capsys.readouterr().err
+
+
+def test_edgekit_eval_on_a_folder_of_csvs(exported, tmp_path, har_mini):
+    """`edgekit eval BUNDLE --data DIR` cuts label-pure windows with the stored normalisation."""
+    from edgekit.trainer.export import EvalConfig, eval_bundle
+
+    folder = tmp_path / "person06"
+    folder.mkdir()
+    for f in ("exp11_user06.csv", "exp12_user06.csv"):
+        (folder / f).symlink_to(har_mini / f)
+    (folder / "broken.csv").write_text("t,acc_x\n1,2\n")  # reported and skipped, not a crash
+    results = eval_bundle(EvalConfig(bundle=str(exported.path), data=str(folder), formats=["onnx"], latency_runs=3))
+    assert len(results) == 1 and results[0].accuracy >= 0.5

@@ -154,6 +154,8 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
             if keys[0] not in arrays:
                 raise UserError(f"{data} needs arrays x and y (or x_val and y_val).")
             return Samples(arrays[keys[0]].astype(np.float32), arrays[keys[1]].astype(np.int64), str(data))
+    if bundle.manifest.task == "sequence-classification":
+        return _csv_windows(bundle, data)
     if bundle.manifest.task != "image-classification":
         raise UserError(f"A {bundle.manifest.task} bundle is evaluated on an .npz file with x and y, not a folder.")
     from edgekit.edge.preprocess import labeled_folder, preprocess_images
@@ -161,3 +163,22 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
     paths, y = labeled_folder(data, bundle.manifest.labels)
     x = preprocess_images(paths, bundle.manifest.input.preprocess, bundle.manifest.input.layout)
     return Samples(x, y, str(data))
+
+
+def _csv_windows(bundle: Bundle, folder: Path) -> Samples:
+    """Label-pure windows of every CSV in `folder`, normalised with the bundle's stored statistics."""
+    from edgekit.trainer.seq_data import load_folder, make_windows
+
+    pre = bundle.manifest.input.preprocess
+    if not folder.is_dir():
+        raise UserError(f"Data folder {folder} does not exist.")
+    label_col = bundle.manifest.extra.get("label_col", "activity")
+    recs, skipped = load_folder(folder, label_col=label_col, features=pre.features)
+    for name, reason in skipped:
+        log.warning("skipped %s: %s", name, reason)
+    labels = bundle.manifest.labels
+    w = make_windows(recs, pre.window, pre.stride, include=labels, labels=labels)
+    if len(w) == 0:
+        raise UserError(f"No CSV in {folder} has a window of {pre.window} frames with one of the bundle's labels.")
+    x = (w.x - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
+    return Samples(x.astype(np.float32), w.y.astype(np.int64), str(folder))

@@ -217,7 +217,8 @@ def _register_export(app: typer.Typer) -> None:
     @app.command("eval")
     def evaluate(
         bundle: str = typer.Argument(..., help="Bundle folder or name."),
-        data: str = typer.Option(None, help="Labeled images (DIR/<class>/) or an .npz with x and y "
+        data: str = typer.Option(None, help="Labeled images (DIR/<class>/), a folder of CSVs (sequence bundles) "
+                                            "or an .npz with x and y "
                                             "[default: the bundle's validation split]."),
         fmt: str = typer.Option(None, "--format", help="Comma-separated formats [default: every exported one]."),
         threads: int = typer.Option(1, help="Inference threads."),
