@@ -28,6 +28,7 @@ data:
   phrases: [computer]
   n_positive: 240
   n_adversarial: 120
+  n_words: 120
   speech_minutes: 1.5
   noise_minutes: 0.5
   engines: [espeak-ng]

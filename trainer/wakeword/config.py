@@ -70,6 +70,9 @@ class DataSection(_Strict):
     """Synthetic positive clips for training (held-out voices add `val_fraction` on top)."""
     n_adversarial: int = Field(800, ge=0)
     """Near-miss negative clips built from parts and phoneme edits of the phrase."""
+    n_words: int = Field(1000, ge=0)
+    """Isolated everyday words (one or two), placed like positives: without them the head learns that
+    any lone word ending in the last frames is the wake word."""
     negative_phrases: list[str] = Field(default_factory=list)
     """Extra phrases that must not fire (added to the adversarial set)."""
     speech_minutes: float = Field(20.0, ge=0)
@@ -133,7 +136,8 @@ class WakewordConfig(_Strict):
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {
-        "data": {"n_positive": 500, "n_adversarial": 250, "speech_minutes": 5.0, "noise_minutes": 1.0},
+        "data": {"n_positive": 500, "n_adversarial": 250, "n_words": 250, "speech_minutes": 5.0,
+                 "noise_minutes": 1.0},
         "training": {"epochs": 20, "early_stopping_patience": 6},
     },
 }

@@ -3,6 +3,7 @@
 Sets (all deterministic by seed):
   * positives (training voices): the phrase ending in the last 0–0.25 s of a 2 s clip → one window;
   * near-misses (training voices): parts and phoneme edits of the phrase, placed the same way;
+  * lone words (training voices): one or two everyday words, placed the same way;
   * speech: 10 s chunks of everyday sentences → every other window;
   * noise, and the user's own negative audio: 10 s chunks → windows;
   * validation positives (held-out voices): a 3 s clip whose first 2 s are aligned like a training
@@ -129,17 +130,20 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         mix = MixSpec(tuple(str(p) for p in negatives.audio_files(d.background)), tuple(d.snr_db),
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed)
         feats: dict[str, np.ndarray] = {}
+        digests: list[str] = []
         rendered = reused = 0
         t0 = time.perf_counter()
         with features.Embedder(mix, src) as embedder:
             for name, recipes in sets.items():
                 digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity())
+                digests.append(digest)
                 (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
                                           features.cached(n, r, embedder, cache / "features", g, adv))
                 feats[name] = arr
                 reused += len(recipes) if hit else 0
                 rendered += 0 if hit else len(recipes)
         dt = time.perf_counter() - t0
+    stats["digest"] = cfg.digest(digests)
     stats["features"] = {"clips": rendered + reused, "new": rendered, "reused": reused, "seconds": round(dt, 1),
                          "clips_per_s": round(rendered / dt, 1) if rendered and dt > 0 else None}
     return _assemble(feats, stats)
@@ -157,7 +161,9 @@ def _utterances(cfg: WakewordConfig, voices: tts.VoiceSet) -> dict[str, list[tts
     exclude = {w for p in d.phrases for w in p.lower().split()}
     sents = corpus.sentences(d.lang, n_sent + max(8, int(n_sent * d.val_fraction)), _rng(cfg, "sentences"), exclude)
     n_adv_val = max(8, int(d.n_adversarial * d.val_fraction))
+    lone = corpus.sentences(d.lang, max(d.n_words, 1), _rng(cfg, "words"), exclude, length=(1, 3))
     return {
+        "words": tts.plan(lone, voices.train, d.n_words, _rng(cfg, "words-plan")),
         "pos": tts.plan(d.phrases, voices.train, d.n_positive, _rng(cfg, "pos")),
         "pos_val": tts.plan(d.phrases, voices.val, n_val, _rng(cfg, "pos-val")),
         "adv": tts.plan(phon, espeak, d.n_adversarial // 2, _rng(cfg, "adv-ph"))
@@ -177,28 +183,32 @@ def _rir_file(cfg: WakewordConfig, cache: Path) -> Path:
 
 def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]], user_files: list[Path]) -> dict[str, list[Recipe]]:
     d = cfg.data
-    rng = _rng(cfg, "recipes")
+
+    def rng(name: str) -> np.random.Generator:  # one generator per set: adding a set keeps the others' caches
+        return _rng(cfg, "recipes", name)
+
     n_speech = int(round(d.speech_minutes * 6))
     n_noise = int(round(d.noise_minutes * 6))
-    user_train, user_val = _user_chunks(user_files, rng)
+    user_train, user_val = _user_chunks(user_files, rng("user"))
     n_val_chunks = max(6, int(round((n_speech + n_noise) * d.val_fraction)))
     sets = {
-        "positives": _place(clips["pos"], CLIP, CLIP, rng),
-        "near_misses": _place(clips["adv"], CLIP, CLIP, rng),
-        "speech": _sequences(clips["speech"], n_speech, rng),
-        "noise": _sequences([], n_noise, rng),
+        "positives": _place(clips["pos"], CLIP, CLIP, rng("positives")),
+        "near_misses": _place(clips["adv"], CLIP, CLIP, rng("near_misses")),
+        "words": _place(clips["words"], CLIP, CLIP, rng("words")),
+        "speech": _sequences(clips["speech"], n_speech, rng("speech")),
+        "noise": _sequences([], n_noise, rng("noise")),
         "user_negatives": user_train,
-        "val_positives": _place(clips["pos_val"], VAL_CLIP, CLIP, rng),
-        "val_near_misses": _place(clips["adv_val"], VAL_CLIP, CLIP, rng),
-        "val_stream": _sequences(clips["speech_val"], n_val_chunks, rng)
-        + _sequences([], max(1, n_noise // 4), rng) + user_val,
+        "val_positives": _place(clips["pos_val"], VAL_CLIP, CLIP, rng("val_positives")),
+        "val_near_misses": _place(clips["adv_val"], VAL_CLIP, CLIP, rng("val_near_misses")),
+        "val_stream": _sequences(clips["speech_val"], n_val_chunks, rng("val_stream"))
+        + _sequences([], max(1, n_noise // 4), rng("val_noise")) + user_val,
     }
     return {k: v for k, v in sets.items() if v}
 
 
 def _assemble(feats: dict[str, np.ndarray], stats: dict) -> WakewordData:
     w = features.windows
-    neg_parts = [features.last_window(feats["near_misses"])] if "near_misses" in feats else []
+    neg_parts = [features.last_window(feats[k]) for k in ("near_misses", "words") if k in feats]
     neg_parts += [w(feats[k], stride=2) for k in ("speech", "user_negatives") if k in feats]
     neg_parts += [w(feats["noise"], stride=4)] if "noise" in feats else []
     data = WakewordData(

@@ -135,8 +135,9 @@ def arch_kwargs(cfg: WakewordConfig) -> dict[str, Any]:
     return {"width": cfg.model.width, "dropout": cfg.model.dropout}
 
 
-def run_dir_for(cfg: WakewordConfig) -> Path:
-    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:10]
+def run_dir_for(cfg: WakewordConfig, data: WakewordData) -> Path:
+    """runs/<name>/<hash of config and data>: a rerun on the same data resumes (or reuses) the run."""
+    digest = hashlib.sha256((cfg.model_dump_json() + data.stats["digest"]).encode()).hexdigest()[:10]
     return Path("runs") / cfg.name / digest
 
 
@@ -153,7 +154,7 @@ def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None, run_dir:
     log.info("%d positive and %d negative windows for training; %d held-out positives, %.1f min of "
              "held-out negative stream", len(data.x_pos), len(data.x_neg), len(data.val_pos),
              data.stats["windows"]["val_stream_minutes"])
-    model, result = fit_head(cfg, data, run_dir or run_dir_for(cfg))
+    model, result = fit_head(cfg, data, run_dir or run_dir_for(cfg, data))
     pos, stream = val_scores(model, data)
     points = ev.sweep(pos, stream, cfg.detector.patience, cfg.detector.refractory_s)
     chosen, met = ev.choose(points, cfg.data.target_fpr)
