@@ -69,7 +69,7 @@ def main() -> int:
     device = resolve_device(args.device)
     prep = waste_data.prepare(cfg)  # fills the cache: decoding is a one-off, not part of an epoch
     model, style, _ = waste.build_model(cfg, len(prep.labels))
-    model.to(device)
+    model.to(device).to(memory_format=torch.channels_last)  # as `edgekit train waste` does
     waste.set_trainable(model, args.unfreeze)
     waste.bn_frozen_train_mode(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -80,7 +80,9 @@ def main() -> int:
         batches = batches[:args.max_batches]
     n_images = sum(len(b) for b in batches)
 
-    premade = {len(b): (torch.randn(len(b), 3, args.img_size, args.img_size, device=device),
+    # same shapes and memory format (channels_last) as the pipeline's batches
+    premade = {len(b): (torch.randn(len(b), 3, args.img_size, args.img_size, device=device)
+                        .contiguous(memory_format=torch.channels_last),
                         torch.randint(0, len(prep.labels), (len(b),), device=device)) for b in batches}
     warm = batches[:2]
     _steps(model, opt, warm, device, lambda idx: premade[len(idx)])
