@@ -1,8 +1,8 @@
 """A tiny end-to-end wake word: espeak-ng speech → features → head → bundle → ONNX in openwakeword.
 
-The exported head runs inside the real `openwakeword.Model` with the real feature models, streamed in
-80 ms frames as on the device; it must fire on positives spoken by voices held out of training and stay
-silent on real background noise. A second run reuses every cached clip and feature array.
+`edgekit export` writes the ONNX head; it runs inside the real `openwakeword.Model` with the real
+feature models, streamed in 80 ms frames as on the device; it must fire on positives spoken by voices
+held out of training and stay silent on real background noise. A second run reuses every cached clip and feature array.
 """
 
 from __future__ import annotations
@@ -30,32 +30,50 @@ data:
   n_adversarial: 120
   n_words: 120
   speech_minutes: 1.5
-  noise_minutes: 0.5
+  noise_minutes: 2
   engines: [espeak-ng]
+detector: {patience: 2}
 seed: 3
 workers: 2
 """
 
 
-def _train(tmp_path: Path, oww_dir: Path, capsys) -> tuple[object, str]:
+def _room_noise(shared: Path, tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
+    """First half of each background-noise file as the user's room recordings; the second halves test."""
+    import soundfile as sf
+
+    from edgekit.trainer.wakeword.negatives import audio_files, read_audio
+
+    folder, held = tmp_path / "room", []
+    folder.mkdir(exist_ok=True)
+    for p in audio_files([shared / "data" / "background-noise"]):
+        x = read_audio(p)
+        sf.write(str(folder / f"{p.stem}.wav"), x[: len(x) // 2], 16000)
+        held.append(x[len(x) // 2:][: 25 * 16000])
+    return folder, held
+
+
+def _train(tmp_path: Path, oww_dir: Path, capsys, room: Path) -> tuple[object, str]:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     with pytest.raises(SystemExit) as exc:
         main(["train", "wakeword", "--config", str(cfg), "--cache-dir", str(tmp_path / "cache"),
+              "--run-dir", str(tmp_path / "run"), "--negatives", str(room), "--background", str(room),
               "--feature-models", str(oww_dir)])
     out = capsys.readouterr()
     assert exc.value.code in (0, None), out.out + out.err
     return resolve("computer"), out.out
 
 
-def _export_onnx(bundle, path: Path) -> Path:
-    import torch
-
-    from edgekit.trainer.models import load_from_bundle
-
-    torch.onnx.export(load_from_bundle(bundle), torch.zeros(1, 16, 96), str(path), input_names=["x"],
-                      output_names=["score"], opset_version=13, dynamo=False)
-    return path
+def _export_onnx(bundle, capsys) -> Path:
+    """`edgekit export` (the real exporter and its accuracy gate) → the bundle's ONNX file."""
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(bundle.path), "--format", "onnx"])
+    out = capsys.readouterr()
+    assert exc.value.code in (0, None), out.out + out.err
+    onnx = resolve(bundle.path).model_file("onnx")
+    assert onnx is not None and onnx.is_file()
+    return onnx
 
 
 def _stream(oww, audio: np.ndarray) -> np.ndarray:
@@ -77,7 +95,8 @@ def _held_out_positives(tmp_path: Path, n: int) -> list[np.ndarray]:
 
 
 def test_tiny_end_to_end(tmp_path, oww_dir, shared, capsys):
-    bundle, out = _train(tmp_path, oww_dir, capsys)
+    room, held_noise = _room_noise(shared, tmp_path)
+    bundle, out = _train(tmp_path, oww_dir, capsys, room)
     m = bundle.manifest
     assert m.task == "wakeword" and m.labels == ["computer"] and m.extra["output"] == "probs"
     assert m.extra["arch"] == {"name": "wakeword_cnn", "kwargs": {"width": 32, "dropout": 0.2}}
@@ -93,18 +112,16 @@ def test_tiny_end_to_end(tmp_path, oww_dir, shared, capsys):
 
     from edgekit.edge.oww import make_model
 
-    oww = make_model([_export_onnx(bundle, tmp_path / "computer.onnx")], "onnx", oww_dir)
+    oww = make_model([_export_onnx(bundle, capsys)], "onnx", oww_dir)
     det = DetectorConfig(**m.thresholds)
     fired = [len(run_detector(_stream(oww, x), det)) > 0 for x in _held_out_positives(tmp_path, 12)]
     assert sum(fired) >= 9, f"fired on {sum(fired)}/12 held-out positives at {m.thresholds}"
 
-    from edgekit.trainer.wakeword.negatives import audio_files, read_audio
-
-    noise = np.concatenate([read_audio(p)[:25 * 16000] for p in audio_files([shared / "data" / "background-noise"])])
+    noise = np.concatenate(held_noise)  # the halves training never heard
     false = run_detector(_stream(oww, noise * 0.8 / np.abs(noise).max()), det)
     assert not false, f"{len(false)} detections on {len(noise) / 16000:.0f} s of background noise"
 
-    again, _ = _train(tmp_path, oww_dir, capsys)
+    again, _ = _train(tmp_path, oww_dir, capsys, room)
     stats = again.manifest.extra["data"]
     assert again.version == "v2" and stats["tts"]["new"] == 0 and stats["features"]["new"] == 0, json.dumps(stats)
     assert stats["features"]["reused"] == m.extra["data"]["features"]["clips"]

@@ -100,6 +100,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         seed: int = typer.Option(None, help="Seed for voices, augmentation and training."),
         workers: int = typer.Option(None, help="Processes for synthesis and features (0 = all cores)."),
         cache_dir: Path = typer.Option(None, help="Clip and feature cache folder."),
+        run_dir: Path = typer.Option(None, help="Checkpoint folder (default runs/NAME/HASH; a rerun resumes)."),
         feature_models: Path = typer.Option(None, help="Folder with openWakeWord's melspectrogram/embedding models."),
         output: str = typer.Option(None, "--output", help="Bundle name (default: the first phrase)."),
     ) -> None:
@@ -114,7 +115,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "data": {"phrases": phrase, "lang": lang, "n_positive": n_positive, "negatives": negatives,
                      "negative_phrases": negative_phrase, "background": background, "engines": engine,
                      "piper_voices": piper_voice, "target_fpr": target_fa_per_hour, "target_fnr": target_frr},
-            "seed": seed, "workers": workers, "cache_dir": cache_dir,
+            "seed": seed, "workers": workers, "cache_dir": cache_dir, "run_dir": run_dir,
         }
         run(load_config(config, preset, overrides), oww_folder=feature_models)
 

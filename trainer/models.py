@@ -36,7 +36,7 @@ ARCHS: dict[str, Arch] = {
     "seq_gru": Arch("edgekit.trainer.seq_models:build_gru", "sequence-classification", "stacked GRU"),
     "seq_bilstm": Arch("edgekit.trainer.seq_models:build_bilstm", "sequence-classification", "bi-LSTM"),
     "seq_cnn1d": Arch("edgekit.trainer.seq_models:build_cnn1d", "sequence-classification", "1-D CNN"),
-    "wakeword_cnn": Arch("edgekit.trainer.wakeword.model:build_cnn", "wakeword", "1-D CNN head, [1,16,96] → probability"),
+    "wakeword_cnn": Arch("edgekit.trainer.wakeword.model:build_cnn", "wakeword", "1-D CNN head, [1,16,96] → score"),
     "wakeword_dnn": Arch("edgekit.trainer.wakeword.model:build_dnn", "wakeword", "openWakeWord-style DNN head"),
 }
 

@@ -122,6 +122,8 @@ class WakewordConfig(_Strict):
     """Processes for synthesis and features; 0 = every core."""
     cache_dir: Path = Path(".cache/edgekit/wakeword")
     """Where clips and feature arrays are cached between runs."""
+    run_dir: Path | None = None
+    """Checkpoints and history; default runs/<name>/<hash of config and data> (a rerun resumes)."""
 
     @property
     def name(self) -> str:

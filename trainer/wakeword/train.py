@@ -141,7 +141,7 @@ def run_dir_for(cfg: WakewordConfig, data: WakewordData) -> Path:
     return Path("runs") / cfg.name / digest
 
 
-def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None, run_dir: Path | None = None) -> Bundle:
+def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None) -> Bundle:
     """The whole command: build data, fit, choose the threshold, write the bundle, print the result."""
     from edgekit.paths import openwakeword_assets
     from edgekit.trainer.wakeword.report import print_result, write_bundle
@@ -154,7 +154,7 @@ def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None, run_dir:
     log.info("%d positive and %d negative windows for training; %d held-out positives, %.1f min of "
              "held-out negative stream", len(data.x_pos), len(data.x_neg), len(data.val_pos),
              data.stats["windows"]["val_stream_minutes"])
-    model, result = fit_head(cfg, data, run_dir or run_dir_for(cfg, data))
+    model, result = fit_head(cfg, data, cfg.run_dir or run_dir_for(cfg, data))
     pos, stream = val_scores(model, data)
     points = ev.sweep(pos, stream, cfg.detector.patience, cfg.detector.refractory_s)
     chosen, met = ev.choose(points, cfg.data.target_fpr)
