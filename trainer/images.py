@@ -134,7 +134,7 @@ def scan(root: str | os.PathLike, workers: int | None = None,
     Args:
         root: dataset folder.
         workers: threads for header reads (default: min(8, 2 x CPUs)).
-        progress: called with the number of files checked so far's increment (1 per file).
+        progress: called with 1 after each file is checked (drives a progress bar).
 
     Raises:
         UserError: on the structural errors of `list_classes`, or a class without any image.
