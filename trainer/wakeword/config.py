@@ -70,7 +70,7 @@ class DataSection(_Strict):
     """Synthetic positive clips for training (held-out voices add `val_fraction` on top)."""
     n_adversarial: int = Field(800, ge=0)
     """Near-miss negative clips built from parts and phoneme edits of the phrase."""
-    n_words: int = Field(1000, ge=0)
+    n_words: int = Field(3000, ge=0)
     """Isolated everyday words (one or two), placed like positives: without them the head learns that
     any lone word ending in the last frames is the wake word."""
     negative_phrases: list[str] = Field(default_factory=list)
