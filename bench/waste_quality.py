@@ -28,7 +28,7 @@ def _run(label: str, weights: str, args: argparse.Namespace, work: Path) -> dict
     from edgekit.trainer import waste
 
     cfg = waste.WasteConfig(data=args.data, weights=weights, epochs=args.epochs, img_size=args.img_size,
-                            seed=args.seed, device=args.device, output=f"quality-{label}",
+                            seed=args.seed, device=args.device, patience=args.patience, output=f"quality-{label}",
                             run_dir=work / "runs" / label, resume=False)
     t0 = time.perf_counter()
     bundle = waste.train(cfg)
@@ -51,6 +51,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--patience", type=int, default=5, help="Early-stopping patience (0: run every epoch).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", default="pretrained,scratch", help="Which runs, comma-separated.")
     ap.add_argument("--json", default=None, help="Also write the results here.")
