@@ -130,3 +130,18 @@ def test_spanish_uses_espeak_voices_and_spanish_phonemes():
     assert not set(vs.train["espeak-ng"]) & set(vs.val["espeak-ng"])
     near = adversarial_texts(["oye puertocho"], "es", [], np.random.default_rng(0), 10)
     assert "oye" in near and "puertocho" in near and any("pwert" in t for t in near)
+
+
+@pytest.mark.parametrize("arch", ["wakeword_cnn", "wakeword_dnn"])
+def test_heads_take_openwakeword_windows_and_give_probabilities(arch):
+    import torch
+
+    from edgekit.trainer.models import ARCHS, build
+
+    assert ARCHS[arch].task == "wakeword"
+    model = build(arch, width=16).eval()
+    x = torch.randn(5, 16, 96) * 10
+    with torch.no_grad():
+        p, logits = model(x), model.logits(x)
+    assert p.shape == (5, 1) and torch.allclose(p, torch.sigmoid(logits))
+    assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
