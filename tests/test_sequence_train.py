@@ -42,7 +42,9 @@ def trained(har_mini: Path, tmp_path_factory: pytest.TempPathFactory):
         from edgekit.console import console
 
         out = StringIO()
-        mp.setattr(console, "file", out)
+        # patch the backing field: undoing a patched `file` property would pin the console to this
+        # moment's sys.stdout (pytest's capture) for every later test
+        mp.setattr(console, "_file", out)
         with pytest.raises(SystemExit) as done:  # typer ends a successful command with exit 0
             main(["train", "sequence", "--data", str(har_mini), "--name", "har", "--group-by", r"file:user(\d+)",
                   "--include-labels", BASIC, "--test-groups", "06", "--val-groups", "08", "--units", "32",
