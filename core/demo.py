@@ -89,6 +89,11 @@ def run_demo(workdir: str, quick: bool = False) -> None:
         step("Deploy the wake word beside it (its own slot)", "deploy", f"local:{device}", "demo-computer",
              "--format", "onnx", "--slot", "wakeword", *common,
              "-e", "EDGEKIT_AUDIO_SOURCE=wav", "-e", f"EDGEKIT_AUDIO_PATH={audio}")
+        ambient, positives = _site_recordings(work, shared)
+        step("Calibrate the wake word on site audio and apply it to the device", "calibrate", "wakeword",
+             "--model", "demo-computer", *[a for p in ambient for a in ("--ambient", p)], "--positives", positives,
+             "--out", work / "calibration", "--apply", f"local:{device}",
+             "--restart", f"sh {shlex.quote(str(restart))}", "--health", f"http://127.0.0.1:{port}/health")
         step("What the device runs now", "status", f"local:{device}", "--slot", "current",
              "--health", f"http://127.0.0.1:{port}/health")
         events = _collect_events(port, expect_audio=True)
@@ -144,6 +149,20 @@ def _samples(work: Path, shared: Path) -> tuple[Path, list[str], Path, list[str]
     return camera, truths, audio, expected
 
 
+def _site_recordings(work: Path, shared: Path) -> tuple[list[Path], Path]:
+    """What a user records on site for calibration: room noise and people talking (not the words in the
+    demo's test recording), and ten people saying the wake word (not the three in the test recording)."""
+    noise = shared / "data" / "background-noise"
+    ambient = [noise / "doing_the_dishes.wav", noise / "running_tap.wav"]
+    ambient += [w for w in sorted((shared / "data" / "speech-commands-mini").iterdir())
+                if w.is_dir() and w.name not in ("bed", "house", "marvin")]
+    positives = work / "site" / "positives"
+    positives.mkdir(parents=True)
+    for clip in sorted((shared / "data" / "wakeword-real" / "computer").glob("*.wav"))[10:20]:
+        (positives / clip.name).symlink_to(clip)
+    return ambient, positives
+
+
 def _read_wav(path: Path) -> np.ndarray:
     import soundfile
 
@@ -197,7 +216,9 @@ def _collect_events(port: int, expect_audio: bool, timeout_s: float = 120) -> li
         time.sleep(1)
     else:
         console.print(f"[yellow]sources still running after {timeout_s:.0f} s: {health.get('sources')}[/]")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/events?limit=1000", timeout=5) as r:
+    # only what the service running now saw (each deploy restarted it, and earlier runs logged too)
+    since = time.time() - float(health.get("uptime_s", 0)) - 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/events?limit=1000&since={since}", timeout=5) as r:
         return json.load(r)["events"]
 
 
