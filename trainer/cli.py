@@ -59,23 +59,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         run_dir: str = typer.Option(None, help="Checkpoints folder [default: runs/OUTPUT/<settings hash>]."),
     ) -> None:
         """MobileNetV2 image classifier from DATA/<class>/ photos (two-phase fine-tuning)."""
-        from pydantic import ValidationError
-
         from edgekit.trainer.waste import WasteConfig, train
 
-        try:
-            cfg = WasteConfig(
-                data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
-                num_workers=num_workers, img_size=img_size, val_split=val_split, seed=seed, device=device,
-                weights=weights, weights_style=weights_style, head_fraction=head_fraction, train_bn=train_bn,
-                balance=balance, augment={"enabled": augment}, patience=patience, max_retries=max_retries,
-                resume=not no_resume, run_dir=run_dir,
-                classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-            )
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
-        train(cfg)
+        train(_config(
+            WasteConfig,
+            data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
+            num_workers=num_workers, img_size=img_size, val_split=val_split, seed=seed, device=device,
+            weights=weights, weights_style=weights_style, head_fraction=head_fraction, train_bn=train_bn,
+            balance=balance, augment={"enabled": augment}, patience=patience, max_retries=max_retries,
+            resume=not no_resume, run_dir=run_dir,
+            classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        ))
 
     @train.command("wakeword")
     def train_wakeword(
