@@ -128,13 +128,15 @@ def check_header(path: Path) -> tuple[tuple[int, int] | None, str | None]:
 
 
 def scan(root: str | os.PathLike, workers: int | None = None,
-         progress: Callable[[int], None] | None = None) -> Dataset:
+         progress: Callable[[int], None] | None = None,
+         on_total: Callable[[int], None] | None = None) -> Dataset:
     """Scan `root/<class>/*` with header reads in parallel threads.
 
     Args:
         root: dataset folder.
         workers: threads for header reads (default: min(8, 2 x CPUs)).
         progress: called with 1 after each file is checked (drives a progress bar).
+        on_total: called once, before the checks, with the number of files to check (the bar's total).
 
     Raises:
         UserError: on the structural errors of `list_classes`, or a class without any image.
@@ -145,18 +147,20 @@ def scan(root: str | os.PathLike, workers: int | None = None,
     skipped: list[ImageInfo] = []
     for c in classes:
         for p in sorted((root / c).rglob("*")):
-            if not p.is_file():
-                continue
-            rel = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(root).parts):
+            rel = p.relative_to(root)
+            if not p.is_file() or any(part.startswith(".") for part in rel.parts):
                 continue
             if _is_image_name(p):
                 candidates.append((p, c))
             else:
-                skipped.append(ImageInfo(rel, c, problem=f"not an image file (extension {p.suffix or 'none'!r})"))
-    empty = [c for c in classes if not any(label == c for _, label in candidates)]
+                skipped.append(ImageInfo(rel.as_posix(), c,
+                                         problem=f"not an image file (extension {p.suffix or 'none'!r})"))
+    with_images = {label for _, label in candidates}
+    empty = [c for c in classes if c not in with_images]
     if empty:
         raise UserError(f"Class folder(s) {', '.join(empty)} contain no images; add photos or remove the folder.")
+    if on_total:
+        on_total(len(candidates))
 
     def check(item: tuple[Path, str]) -> ImageInfo:
         size, problem = check_header(item[0])
@@ -216,9 +220,10 @@ def _recommend(counts: dict[str, int], total: int, ratio: float, n_bad: int, smi
 
 
 def analyze(root: str | os.PathLike, workers: int | None = None,
-            progress: Callable[[int], None] | None = None) -> Analysis:
+            progress: Callable[[int], None] | None = None,
+            on_total: Callable[[int], None] | None = None) -> Analysis:
     """Scan a dataset and judge it: counts, sizes, unusable files, balance, recommendations."""
-    ds = scan(root, workers=workers, progress=progress)
+    ds = scan(root, workers=workers, progress=progress, on_total=on_total)
     counts = ds.counts()
     total = sum(counts.values())
     nonzero = [n for n in counts.values() if n > 0]
@@ -230,12 +235,6 @@ def analyze(root: str | os.PathLike, workers: int | None = None,
         bad=bad, balance_ratio=round(ratio, 3), balanced=ratio <= MAX_RATIO,
         recommendations=_recommend(counts, total, ratio, len(bad), smin),
     )
-
-
-def count_candidates(root: str | os.PathLike) -> int:
-    """How many image files `scan` will check (for a progress bar's total)."""
-    root = Path(root)
-    return sum(1 for c in list_classes(root) for p in (root / c).rglob("*") if p.is_file() and _is_image_name(p))
 
 
 def render(a: Analysis) -> None:
@@ -276,10 +275,10 @@ def run_analyze(root: str | os.PathLike, workers: int | None = None, json_path: 
     from edgekit import atomic
     from edgekit.console import console
 
-    total = count_candidates(Path(root))
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("Reading image headers", total=total)
-        result = analyze(root, workers=workers, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("Reading image headers", total=None)
+        result = analyze(root, workers=workers, progress=lambda n: bar.advance(task, n),
+                         on_total=lambda n: bar.update(task, total=n))
     render(result)
     if json_path:
         atomic.write_json(json_path, result.to_dict())
