@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,7 +70,6 @@ class HostResult:
     uploaded: int = 0
     """Bytes sent to the device (tarball, agent, .env)."""
     seconds: float = 0.0
-    steps: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -184,9 +183,6 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
         healthy, detail, pruned = apply(dev, opts, Switch(
             payload.release, previous, new_env, payload.expect, install=sent,
             compose=compose_to_install(state, opts), prune=opts.keep))
-        if sent:
-            res.steps.append("uploaded")
-            state["releases"][payload.release] = {"meta": payload.meta}
         if not healthy:
             return revert(dev, opts, state, slot, f"health check failed: {detail}", res)
         res.status = "ok"
