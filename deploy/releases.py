@@ -138,19 +138,26 @@ def apply(dev: Device, opts: DeployOptions, sw: Switch) -> tuple[bool, str, list
     return answer.get("healthy", True), answer.get("detail", ""), answer.get("removed", [])
 
 
-def _slot(state: dict, name: str) -> dict:
+def slot_of(state: dict, name: str) -> dict:
+    """The `current`/`previous` releases of slot `name` in an agent state (both None when unset)."""
     return state["slots"].get(name, {"current": None, "previous": None})
 
 
-def _expect(meta: dict | None) -> str:
+def meta_of(state: dict, release: str | None) -> dict | None:
+    """The `.release.json` record of `release` on the device, or None (no release, gone, or unreadable)."""
+    return state["releases"].get(release or "", {}).get("meta")
+
+
+def expect_of(meta: dict | None) -> str:
+    """`name/version` the health check must see for a release record (empty without one)."""
     return f"{meta['name']}/{meta['version']}" if meta else ""
 
 
 def revert(dev: Device, opts: DeployOptions, state: dict, old: dict, why: str, res: HostResult) -> HostResult:
     """Put back the previous slot pointers and `.env`, restart, and check the old release is healthy."""
-    meta = state["releases"].get(old.get("current") or "", {}).get("meta")
+    meta = meta_of(state, old.get("current"))
     env = state["env"] or ""  # a device that had no .env gets an empty one, not the failed release's keys
-    healthy, detail, _ = apply(dev, opts, Switch(old.get("current"), old.get("previous"), env, _expect(meta),
+    healthy, detail, _ = apply(dev, opts, Switch(old.get("current"), old.get("previous"), env, expect_of(meta),
                                                  check=bool(old.get("current"))))
     if not old.get("current"):
         res.status, res.reason = "failed", f"{why}; no previous release to go back to"
@@ -167,7 +174,7 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout) as state:
         preflight(dev, state, payload, opts)
-        slot = _slot(state, opts.slot)
+        slot = slot_of(state, opts.slot)
         res.previous = slot["current"]
         existing = state["releases"].get(payload.release)
         same = bool(existing and existing["meta"] and existing["meta"].get("content") == payload.meta["content"])
@@ -197,15 +204,15 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
     res = HostResult(dev.label, "failed")
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout) as state:
-        slot = _slot(state, opts.slot)
+        slot = slot_of(state, opts.slot)
         if not slot["previous"]:
             raise DeployError(f"{dev.label}: {opts.slot} has no previous release to roll back to.")
-        meta = state["releases"].get(slot["previous"], {}).get("meta")
+        meta = meta_of(state, slot["previous"])
         if not meta:
             raise DeployError(f"{dev.label}: the previous release {slot['previous']} is no longer on the device.")
         res.release, res.previous = slot["previous"], slot["current"]
         env = envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env})
-        healthy, detail, _ = apply(dev, opts, Switch(slot["previous"], slot["current"], env, _expect(meta)))
+        healthy, detail, _ = apply(dev, opts, Switch(slot["previous"], slot["current"], env, expect_of(meta)))
         if not healthy:
             return revert(dev, opts, state, slot, f"{slot['previous']} is unhealthy: {detail}", res)
         res.status = "ok"
@@ -217,14 +224,14 @@ def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> H
     res = HostResult(dev.label, "failed")
     dev.install_agent()
     with device_lock(dev, opts.lock_timeout) as state:
-        slot = _slot(state, opts.slot)
+        slot = slot_of(state, opts.slot)
         res.release, res.previous = slot["current"], slot["previous"]
         new_env = envfile.merge(state["env"], env)
         if new_env == (state["env"] or ""):
             res.status, res.reason = "skipped-identical", ".env already has these values"
             return res
-        meta = state["releases"].get(slot["current"] or "", {}).get("meta")
-        healthy, detail, _ = apply(dev, opts, Switch(slot["current"], slot["previous"], new_env, _expect(meta)))
+        meta = meta_of(state, slot["current"])
+        healthy, detail, _ = apply(dev, opts, Switch(slot["current"], slot["previous"], new_env, expect_of(meta)))
         if healthy:
             res.status = "ok"
             return res

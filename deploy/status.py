@@ -9,7 +9,7 @@ from rich.table import Table
 from edgekit.console import console
 from edgekit.deploy import envfile
 from edgekit.deploy.device import Device
-from edgekit.deploy.releases import DeployOptions, HostResult
+from edgekit.deploy.releases import DeployOptions, HostResult, expect_of, meta_of, slot_of
 
 
 @dataclass
@@ -31,15 +31,15 @@ def device_status(dev: Device, opts: DeployOptions) -> DeviceStatus:
     """Read the device's releases, slot, `.env` and a single health check (no lock: read only)."""
     dev.install_agent()
     state = dev.call("state")
-    slot = state["slots"].get(opts.slot, {"current": None, "previous": None})
+    slot = slot_of(state, opts.slot)
     env = envfile.parse(state["env"])
     res = DeviceStatus(dev.label, "ok", release=slot["current"], previous=slot["previous"], arch=state["arch"],
                        env={k: v for k, v in env.items() if "THRESHOLD" in k or k == "MODEL_FRAMEWORK"},
                        releases=len(state["releases"]))
-    metas = [state["releases"].get(s or "", {}).get("meta") for s in (slot["current"], slot["previous"])]
+    metas = [meta_of(state, slot["current"]), meta_of(state, slot["previous"])]
     res.formats = " / ".join(m["format"] if m else "-" for m in metas)
     if metas[0]:
-        answer = dev.call("apply", f"--check={opts.health}", f"--expect={metas[0]['name']}/{metas[0]['version']}",
+        answer = dev.call("apply", f"--check={opts.health}", f"--expect={expect_of(metas[0])}",
                           "--timeout=0", timeout=60)
         res.health = "healthy" if answer["healthy"] else f"unhealthy: {answer.get('detail', '')}"
         if not answer["healthy"]:
