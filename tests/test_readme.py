@@ -76,3 +76,15 @@ def test_the_parser_catches_a_wrong_option():
 def test_readme_command_parses(line):
     problem = _parse(line)
     assert problem is None, f"{line!r} does not parse: {problem}"
+
+
+def test_readme_inventory_example_loads(tmp_path):
+    """The `hosts.toml` shown in the README is one the deploy command accepts."""
+    from edgekit.deploy.targets import expand, load_inventory
+
+    block = re.search(r"```toml\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert block, "the README lost its hosts.toml example"
+    (tmp_path / "hosts.toml").write_text(block.group(1))
+    kitchen = expand(["kitchen"], load_inventory(tmp_path / "hosts.toml"))
+    assert [(t.user, t.host, t.root) for t in kitchen] == [("pi", "10.0.0.21", "/opt/edgekit"),
+                                                           ("pi", "10.0.0.22", "/opt/edgekit")]
