@@ -60,12 +60,11 @@ def doctor() -> None:
 @app.command()
 def demo(
     workdir: str = typer.Option(".demo", help="Folder for the demo's models, device and logs."),
-    quick: bool = typer.Option(False, help="Smallest settings (used by the tests)."),
 ) -> None:
     """Run the whole loop on the embedded default: train, export, deploy to a local device, detect."""
     from edgekit.demo import run_demo
 
-    run_demo(workdir, quick=quick)
+    run_demo(workdir)
 
 
 def _register_sides() -> None:
