@@ -5,8 +5,9 @@ HWC) appended as new images arrive, and `index.json` maps each image's content h
 renamed or copied photo is not decoded again and an edited one is. Later epochs and later runs read
 the memmap; no JPEG is decoded twice. Files that fail to decode are remembered with the reason.
 
-The resize is a plain stretch to (W, H) with PIL's bilinear filter, after applying EXIF orientation:
-exactly what `edgekit.edge` does to a camera frame, so training and the device see the same pixels.
+Decoding and the resize (a plain stretch to (W, H) with PIL's bilinear filter) are those of
+`edgekit.edge.preprocess`, the code the export gate, calibration and the device run, so training sees
+the same pixels they do.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import atomic
+from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,15 @@ def content_hash(path: Path) -> str:
 
 
 def decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image as uint8 RGB HWC, stretched to `size` = (H, W) with PIL bilinear."""
-    from PIL import Image, ImageOps
+    """An image as uint8 RGB HWC, stretched to `size` = (H, W) with PIL bilinear, as the device does."""
+    from PIL import Image
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    from edgekit.edge.preprocess import load_image
+
+    im = load_image(path, "RGB")
+    if im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 @contextlib.contextmanager
@@ -134,7 +138,7 @@ class ImageCache:
         try:
             return decode(p, self.size)
         except Exception as e:  # any decoder failure is a property of the file, not a bug here
-            return f"{type(e).__name__}: {e}"
+            return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
 
     def _append(self, todo: dict[str, Path], index: dict, progress: Callable[[int], None] | None) -> None:
         """Decode the images in `todo` (hash → path) and append their rows; caller holds the lock."""
