@@ -59,6 +59,8 @@ def test_cache_decodes_each_photo_once_keyed_by_content(waste_mini: Path, tmp_pa
     shutil.copy(files[0], tmp_path / "renamed.jpg")  # same content under another name: no decode
     again = cache.load([*files, tmp_path / "renamed.jpg"], progress=decoded.append)
     assert decoded == [] and again.rows[4] == again.rows[0]
+    stats = json.loads((cache.dir / "index.json").read_text())["stats"]
+    assert str(tmp_path / "renamed.jpg") in stats  # hashed once, remembered even though nothing was decoded
     shutil.copy(src[4], files[0])  # new content under an old name: decoded again
     changed = cache.load(files, progress=decoded.append)
     assert len(decoded) == 1 and changed.rows[0] == 4 and changed.rows[1:].tolist() == first.rows[1:].tolist()

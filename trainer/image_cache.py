@@ -117,9 +117,14 @@ class ImageCache:
         except (OSError, ValueError):
             return {"rows": {}, "errors": {}, "stats": {}}
 
-    def _hashes(self, paths: list[Path], index: dict) -> list[str]:
-        """Content hashes, skipping the read for files whose (size, mtime) are unchanged since last time."""
+    def _hashes(self, paths: list[Path], index: dict) -> tuple[list[str], bool]:
+        """Content hashes, skipping the read for files whose (size, mtime) are unchanged since last time.
+
+        Returns:
+            the hashes, and whether any file was read (then `index["stats"]` has news worth saving).
+        """
         stats = index.setdefault("stats", {})
+        read: list[str] = []
 
         def one(p: Path) -> str:
             st = p.stat()
@@ -129,10 +134,12 @@ class ImageCache:
                 return known[1]
             h = content_hash(p)
             stats[str(p)] = [key, h]
+            read.append(h)
             return h
 
         with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(one, paths))
+            hashes = list(pool.map(one, paths))
+        return hashes, bool(read)
 
     def _try_decode(self, p: Path) -> np.ndarray | str:
         try:
@@ -179,13 +186,13 @@ class ImageCache:
             if have < (max(index["rows"].values(), default=-1) + 1) * self.row_bytes:
                 log.warning("image cache %s lost its pixel file; rebuilding it", self.dir)
                 index = {"rows": {}, "errors": {}, "stats": {}}
-            hashes = self._hashes([Path(p) for p in paths], index)
+            hashes, rehashed = self._hashes([Path(p) for p in paths], index)
             todo = {h: Path(p) for h, p in zip(hashes, paths, strict=True)
                     if h not in index["rows"] and h not in index["errors"]}
             if todo:
                 log.info("decoding %d image(s) into the cache at %s", len(todo), self.dir)
                 self._append(todo, index, progress)
-            elif not self._index.exists():
+            elif rehashed or not self._index.exists():  # e.g. the same photos at a new path: hash them once
                 atomic.write_json(self._index, index)
         n_rows = max(index["rows"].values(), default=-1) + 1
         pixels = (np.memmap(self._data, dtype=np.uint8, mode="r", shape=(n_rows, *self.size, 3))
