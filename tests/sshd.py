@@ -177,9 +177,28 @@ def device_dir(path: Path) -> Path:
     return path
 
 
+def cli(*args: str) -> int:
+    """Run `edgekit ARGS...` in this process; its exit code."""
+    from edgekit.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 # ---- pytest fixtures (import them into a test module to use them) -------------------------------------
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Tables in one line per host, so the tests can read them (autouse where imported)."""
+    from edgekit.console import console
+
+    monkeypatch.setattr(console, "width", 250)
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from sshd import HEALTH_CMD, device_dir, make_bundle
+from sshd import HEALTH_CMD, cli, device_dir, make_bundle, wide_console  # noqa: F401 - wide_console is autouse
 
-from edgekit.cli import main
 from edgekit.deploy import api, envfile
 from edgekit.deploy.device import DeployError, Device
 from edgekit.deploy.targets import Inventory, expand, load_inventory, parse_target
@@ -20,22 +19,6 @@ from edgekit.errors import UserError
 
 RUN = ["--restart", "sh restart.sh", "--health", HEALTH_CMD, "--health-timeout", "1"]
 KW = {"restart": "sh restart.sh", "health": HEALTH_CMD, "health_timeout": 1}
-
-
-@pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    """Tables in one line per host, so the tests can read them."""
-    from edgekit.console import console
-
-    monkeypatch.setattr(console, "width", 250)
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_env_merge_keeps_what_the_user_wrote():

@@ -9,20 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import HEALTH_CMD, client_key, device_dir, known_hosts, make_bundle, sshd_factory  # noqa: F401
+from sshd import HEALTH_CMD, cli, client_key, device_dir, known_hosts, make_bundle, sshd_factory, wide_console  # noqa: F401
 
-from edgekit.cli import main
 from edgekit.deploy import api
 from edgekit.deploy.transport import connect
 
 KW = {"restart": "sh restart.sh", "health": HEALTH_CMD, "health_timeout": 1.0, "use_agent": False}
-
-
-@pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    from edgekit.console import console
-
-    monkeypatch.setattr(console, "width", 250)
 
 
 @pytest.fixture
@@ -38,18 +30,16 @@ def trusted(server, known_hosts: Path, root: Path) -> str:
     return server.address
 
 
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def test_first_deploy_then_redeploy_uploads_nothing(tmp_path, sshd_factory, known_hosts, client_key, ssh):
+@pytest.fixture
+def pi(tmp_path, sshd_factory, known_hosts):
+    """One trusted sshd and its device folder `tmp_path/pi`: (server, folder, address)."""
     server = sshd_factory()
     dev = tmp_path / "pi"
-    addr = trusted(server, known_hosts, dev)
+    return server, dev, trusted(server, known_hosts, dev)
+
+
+def test_first_deploy_then_redeploy_uploads_nothing(tmp_path, pi, known_hosts, client_key, ssh):
+    _, dev, addr = pi
     b1 = make_bundle(tmp_path / "models", model_bytes=200_000)
     (dev / ".env").write_text("OPENWAKEWORD_VAD_THRESHOLD=0.3\n")
     code = cli("deploy", addr, str(b1.path), "--root", str(dev), "--format", "onnx", "--known-hosts", str(known_hosts),
@@ -64,10 +54,8 @@ def test_first_deploy_then_redeploy_uploads_nothing(tmp_path, sshd_factory, know
     assert again.uploaded == 0  # not a byte: no tarball, no agent, no .env
 
 
-def test_failing_health_rolls_back_to_a_healthy_old_release(tmp_path, sshd_factory, known_hosts, ssh):
-    server = sshd_factory()
-    dev = tmp_path / "pi"
-    addr = trusted(server, known_hosts, dev)
+def test_failing_health_rolls_back_to_a_healthy_old_release(tmp_path, pi, ssh):
+    _, dev, addr = pi
     b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
     assert api.deploy([addr], b1, root=str(dev), **ssh).ok
     env_before = (dev / ".env").read_text()
@@ -91,10 +79,8 @@ def _wrapped(hook):
     return conn
 
 
-def test_tarball_tampered_after_upload_is_refused(tmp_path, sshd_factory, known_hosts, ssh):
-    server = sshd_factory()
-    dev = tmp_path / "pi"
-    addr = trusted(server, known_hosts, dev)
+def test_tarball_tampered_after_upload_is_refused(tmp_path, pi, ssh):
+    _, dev, addr = pi
     b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
     assert api.deploy([addr], b1, root=str(dev), **ssh).ok
 
@@ -113,10 +99,8 @@ def test_tarball_tampered_after_upload_is_refused(tmp_path, sshd_factory, known_
     assert not list((dev / ".edgekit" / "incoming").iterdir())
 
 
-def test_connection_cut_mid_upload_keeps_the_previous_release(tmp_path, sshd_factory, known_hosts, ssh):
-    server = sshd_factory()
-    dev = tmp_path / "pi"
-    addr = trusted(server, known_hosts, dev)
+def test_connection_cut_mid_upload_keeps_the_previous_release(tmp_path, pi, ssh):
+    server, dev, addr = pi
     b1 = make_bundle(tmp_path / "models", version="v1")
     b2 = make_bundle(tmp_path / "models", version="v2", model_bytes=3_000_000)
     assert api.deploy([addr], b1, root=str(dev), **ssh).ok
@@ -145,10 +129,8 @@ def test_connection_cut_mid_upload_keeps_the_previous_release(tmp_path, sshd_fac
     assert not list((dev / ".edgekit" / "incoming").iterdir())
 
 
-def test_concurrent_deploys_do_not_interleave(tmp_path, sshd_factory, known_hosts, ssh):
-    server = sshd_factory()
-    dev = tmp_path / "pi"
-    addr = trusted(server, known_hosts, dev)
+def test_concurrent_deploys_do_not_interleave(tmp_path, pi, ssh):
+    _, dev, addr = pi
     b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
     results = {}
 
