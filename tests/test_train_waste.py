@@ -93,6 +93,11 @@ def test_normalizer_applies_the_bundle_preprocessing() -> None:
     want = (torch.tensor([0, 51, 255]) / 255 - torch.tensor(tv.mean)) / torch.tensor(tv.std)
     torch.testing.assert_close(got, want)
     assert isinstance(keras, Preprocess) and keras.resize == (2, 2) and keras.color == "RGB"
+    from edgekit.edge.preprocess import to_array  # the device's code, also where scale/mean/std are unset
+
+    for pre in (keras, tv, Preprocess(color="RGB")):
+        want = torch.from_numpy(to_array(Image.fromarray(pixels[0]), pre)).permute(2, 0, 1)
+        torch.testing.assert_close(aug.Normalizer(pre, torch.device("cpu"))(x01)[0], want)
 
 
 def test_stratified_split_is_seeded_disjoint_and_per_class() -> None:

@@ -55,7 +55,7 @@ class Normalizer:
     """Applies a bundle's `Preprocess` (scale, offset, mean, std) to [0, 1] images, as the device will."""
 
     def __init__(self, pre: Preprocess, device: torch.device):
-        scale = 255.0 * (pre.scale if pre.scale is not None else 1 / 255)
+        scale = 255.0 * (pre.scale if pre.scale is not None else 1.0)  # unset: raw pixels, as the device does
         offset = pre.offset or 0.0
         mean = torch.tensor(pre.mean or [0.0, 0.0, 0.0], device=device).view(1, -1, 1, 1)
         std = torch.tensor(pre.std or [1.0, 1.0, 1.0], device=device).view(1, -1, 1, 1)
