@@ -100,8 +100,8 @@ def _jitter(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     c = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast).to(dev).view(n, 1, 1, 1)
     s = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation).to(dev).view(n, 1, 1, 1)
     x = x * b
-    gray = (x * gray_w).sum(1, keepdim=True)
-    x = (x - gray.mean((2, 3), keepdim=True)) * c + gray.mean((2, 3), keepdim=True)
+    mean_gray = (x * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean_gray) * c + mean_gray
     gray = (x * gray_w).sum(1, keepdim=True)
     x = (x - gray) * s + gray
     return x.clamp_(0.0, 1.0)
