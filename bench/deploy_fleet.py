@@ -36,7 +36,7 @@ from edgekit.deploy import api  # noqa: E402
 
 
 def fleet(servers: list[SSHD], work: Path, tag: str) -> tuple[list[str], list[str]]:
-    """Inventory-free targets: each server gets its own device folder (they share one disk)."""
+    """Each server's address and its own device folder (they share one disk); `deploy_all` pairs them."""
     return [s.address for s in servers], [str(device_dir(work / f"{tag}-{i}")) for i in range(len(servers))]
 
 
