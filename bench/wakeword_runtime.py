@@ -27,7 +27,7 @@ from edgekit.edge.audio import SAMPLE_RATE, frames_of, read_wav
 from edgekit.edge.detector import DetectorConfig
 from edgekit.edge.metrics import Metrics
 from edgekit.edge.oww import make_model
-from edgekit.edge.wakeword import WakewordListener, silence_history
+from edgekit.edge.wakeword import WakewordListener
 from edgekit.paths import shared_dir
 
 TARGET = 1.05
@@ -45,9 +45,7 @@ def test_audio(shared: Path, seconds: float) -> np.ndarray:
 
 
 def _model(oww: Path, framework: str):
-    model = make_model([oww / f"alexa_v0.1.{framework}"], framework, oww)
-    silence_history(model)
-    return model
+    return make_model([oww / f"alexa_v0.1.{framework}"], framework, oww)  # history starts silent
 
 
 def run_interleaved(oww: Path, framework: str, frames: list[np.ndarray]) -> dict[str, np.ndarray | int]:

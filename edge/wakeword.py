@@ -15,13 +15,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.edge.detector import FRAME_S, Detection, Detector, DetectorConfig
-from edgekit.edge.oww import silence_history  # noqa: F401  (re-exported: callers reset with it)
+from edgekit.edge.oww import silence_history  # also imported from here by calibration, tests and bench
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-"""openwakeword's embedding history is computed from 4 s of audio at start and on reset."""
 
 
 def score_stream(model: Any, frames: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,8 +154,7 @@ def build_listener(settings: Any) -> WakewordListener:
                             "sudo apt install libspeexdsp-dev && pip install speexdsp-ns.")
     oww = make_model([m.path for m in models], framework, feature_dir,
                      vad_threshold=settings.wakeword_vad_threshold,
-                     noise_suppression=settings.wakeword_noise_suppression)
-    silence_history(oww)
+                     noise_suppression=settings.wakeword_noise_suppression)  # history already silenced
     configs = {m.name: detector_config(settings, m.thresholds) for m in models}
     for name, c in configs.items():
         log.info("wake word %s: threshold %.2f, patience %d, refractory %.1f s (%s)",
