@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.edge.sources import SourceSpec
+from edgekit.edge.sources import SourceSpec, optional_module
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _raw_frames(stream: Any) -> Iterator[np.ndarray]:
         chunk = stream.read(need - len(buf))
         if not chunk:
             if buf:
-                yield frames_pad(np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2"))
+                yield from frames_of(np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2").astype(np.int16))
             return
         buf += chunk
         if len(buf) == need:
@@ -124,20 +124,12 @@ def _raw_frames(stream: Any) -> Iterator[np.ndarray]:
             buf = b""
 
 
-def frames_pad(x: np.ndarray) -> np.ndarray:
-    return np.pad(x.astype(np.int16), (0, FRAME - len(x)))
-
-
 # --- mic ---------------------------------------------------------------------------------------
 
 def pyaudio_module() -> Any:
     """The pyaudio module: the single place tests replace with a fake microphone."""
-    try:
-        import pyaudio
-    except ImportError as e:
-        raise UserError("The mic audio source needs PyAudio: sudo apt install portaudio19-dev && "
-                        "pip install pyaudio.") from e
-    return pyaudio
+    return optional_module("pyaudio", "The mic audio source needs PyAudio: sudo apt install portaudio19-dev && "
+                                      "pip install pyaudio.")
 
 
 def _device_index(pa: Any, device: str | None) -> int | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.edge.sources import SourceSpec
+from edgekit.edge.sources import SourceSpec, optional_module, pick
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,8 @@ class FolderCamera:
 
 def cv2_module() -> Any:
     """OpenCV, imported only when the opencv source (or the capture window) is chosen."""
-    try:
-        import cv2
-    except ImportError as e:
-        raise UserError("The opencv camera source needs OpenCV: pip install opencv-python-headless "
-                        "(or apt install python3-opencv).") from e
-    return cv2
+    return optional_module("cv2", "The opencv camera source needs OpenCV: pip install opencv-python-headless "
+                                  "(or apt install python3-opencv).")
 
 
 class OpenCVCamera:
@@ -91,12 +87,8 @@ class OpenCVCamera:
 
 def picamera2_class() -> Any:
     """`picamera2.Picamera2`: the single place tests replace with a fake Pi camera."""
-    try:
-        from picamera2 import Picamera2
-    except ImportError as e:
-        raise UserError("The picamera2 camera source needs Picamera2: sudo apt install python3-picamera2 "
-                        "(create the venv with --system-site-packages).") from e
-    return Picamera2
+    return optional_module("picamera2", "The picamera2 camera source needs Picamera2: sudo apt install "
+                                        "python3-picamera2 (create the venv with --system-site-packages).").Picamera2
 
 
 class PiCamera:
@@ -123,8 +115,6 @@ class PiCamera:
 
 def open_camera(settings: Any, loop: bool = False) -> Any:
     """Open the configured camera source (its row of `CAMERA_SOURCES`)."""
-    from edgekit.edge.sources import pick
-
     spec = pick("EDGEKIT_CAMERA_SOURCE", settings.camera_source or "", CAMERA_SOURCES)
     if spec.name == "folder":
         return FolderCamera(settings.camera, loop=loop)

@@ -1,8 +1,9 @@
-"""What audio and camera sources have in common: the table entry and the choice check."""
+"""What audio and camera sources have in common: the table entry, the choice check, the optional import."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,3 +41,11 @@ def pick(setting: str, name: str, table: Mapping[str, Any]) -> Any:
 def describe(table: Mapping[str, SourceSpec]) -> str:
     """`name: help` lines for --help text."""
     return "; ".join(f"{s.name}: {s.help}" for s in table.values())
+
+
+def optional_module(name: str, install: str) -> Any:
+    """Import `name` (a device library installed only where it is used), or a `UserError` saying `install`."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise UserError(install) from e
