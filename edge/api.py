@@ -11,14 +11,15 @@ import io
 import logging
 import secrets
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, get_type_hints
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from edgekit import __version__
+from edgekit.edge.classify import Classification
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +31,11 @@ MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif",
          b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff"}
 
 
-class Prediction(BaseModel):
-    """A classified image."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    label: str
-    """Top label, or `unknown` below its threshold."""
-    top: str
-    """Top label before thresholding."""
-    score: float
-    scores: dict[str, float]
-    latency_ms: float
-    """Inference time."""
-    total_ms: float
-    """Preprocessing plus inference."""
-    model_version: str
-    event_id: int
-    image_path: str | None = None
+Prediction = create_model(
+    "Prediction", __config__=ConfigDict(extra="forbid"),
+    __doc__="A classified image: the classifier's result (`edgekit.edge.classify.Classification`) and its event.",
+    **{name: (hint, ...) for name, hint in get_type_hints(Classification).items()},
+    event_id=(int, ...), image_path=(str | None, None))
 
 
 class Problem(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,7 @@ class Classification:
     model_version: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "top": self.top, "score": self.score, "scores": self.scores,
-                "latency_ms": self.latency_ms, "total_ms": self.total_ms, "model_version": self.model_version}
+        return asdict(self)
 
 
 def bundle_thresholds(thresholds: dict[str, Any], labels: list[str]) -> dict[str, float]:
