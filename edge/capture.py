@@ -145,7 +145,7 @@ class CaptureSession:
 def terminal_actions(stream: Any = None, echo: Callable[[str], None] = print) -> Callable[..., str | None]:
     """Commands typed as lines (for SSH without a display); None at end of input."""
     stream = stream if stream is not None else sys.stdin
-    table = {"": "capture", "c": "capture", " ": "capture", "+": "brighter", "u": "brighter", "-": "darker",
+    table = {"": "capture", "c": "capture", "+": "brighter", "u": "brighter", "-": "darker",
              "b": "darker", "d": "info", "q": "next", "x": "stop"}
 
     def next_action(session: CaptureSession, frame: np.ndarray) -> str | None:
@@ -154,7 +154,7 @@ def terminal_actions(stream: Any = None, echo: Callable[[str], None] = print) ->
             line = stream.readline()
             if not line:
                 return None
-            cmd = line.rstrip("\r\n").lower().strip() if line.strip() else ""
+            cmd = line.strip().lower()
             if cmd in table:
                 return table[cmd]
             echo("commands: Enter/c capture, + brighter, - darker, d info, q next class, x stop")

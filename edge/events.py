@@ -78,13 +78,12 @@ class EventStore:
         """Record one event (and its frame, when given) and return it as stored."""
         when = time.time() if when is None else when
         image_path = self._save_frame(image, when, kind) if image is not None else None
+        row = (when, kind, label, score, model_version, image_path, json.dumps(data or {}))
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO captures (time, kind, label, score, model_version, image_path, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (when, kind, label, score, model_version, image_path, json.dumps(data or {})))
-            event = _row_dict((cur.lastrowid, when, kind, label, score, model_version, image_path,
-                               json.dumps(data or {})))
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            event = _row_dict((cur.lastrowid, *row))
             self._append_jsonl(event)
             self._added += 1
             due = self._added % PRUNE_EVERY == 0

@@ -55,10 +55,6 @@ class Metrics:
         with self._lock:
             self._values[name][tuple(sorted(labels.items()))] = value
 
-    def get(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self._values[name].get(tuple(sorted(labels.items())), 0.0)
-
     def observe_latency(self, seconds: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
