@@ -230,6 +230,7 @@ class _CameraFrames:
 
     def __init__(self, camera: Any, service: Service):
         self.camera, self.svc = camera, service
+        self.finite = camera.finite  # an OpenCV video file ends, an OpenCV USB camera must not
         fps = service.settings.camera_fps
         self.period = 1.0 / fps if fps > 0 else 0.0
         self.on_wake = service.settings.classify_trigger == "wakeword"

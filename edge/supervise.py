@@ -68,7 +68,8 @@ def supervise(status: SourceStatus, open_source: Callable[[], Iterator[Any]], ha
         open_source: opens the source and returns its item iterator; called again after each failure.
         handle: processes one item; its exceptions count as a source failure too.
         stop: set by the service on shutdown; waits are cut short by it.
-        finite: the source ends by itself (files); ending is then `finished`, not a failure.
+        finite: the source ends by itself (files); ending is then `finished`, not a failure. A source
+            object with its own `finite` attribute (an OpenCV camera on a video file) decides for itself.
         on_event: called with ("down" | "restart" | "up", status) for metrics.
         first: an iterator already opened by the caller (so start-up errors surface at start).
         tried: the caller already tried to open the source (and failed): the next open is a restart.
@@ -96,7 +97,7 @@ def supervise(status: SourceStatus, open_source: Callable[[], Iterator[Any]], ha
             else:
                 if stop.is_set():
                     break
-                if finite:
+                if getattr(source, "finite", finite):
                     status.set("finished")
                     log.info("%s source finished after %d frames", status.name, status.items)
                     return

@@ -21,7 +21,7 @@ from edgekit.edge import audio, camera
 from edgekit.edge.audio import FRAME, SAMPLE_RATE, read_wav
 from edgekit.edge.service import Service
 from edgekit.edge.settings import load_settings
-from edgekit.edge.supervise import Backoff
+from edgekit.edge.supervise import Backoff, SourceStatus, supervise
 
 PA_OVERFLOW = -9981
 FAST = Backoff(first=0.05, cap=0.2)
@@ -233,3 +233,23 @@ def test_wake_word_triggers_one_classification(oww_dir, waste_mini, tmp_path):
     finally:
         service.shutdown()
     assert kinds == ["wakeword", "classification"]
+
+
+class _VideoFile:
+    """A source that knows it ends, like an OpenCV camera on a video file (its table row is not finite)."""
+
+    finite = True
+
+    def __iter__(self):
+        return iter([1, 2])
+
+
+def test_a_source_that_says_it_ends_finishes_instead_of_restarting():
+    status, seen, stop = SourceStatus("camera", "opencv"), [], threading.Event()
+    t = threading.Thread(target=supervise, kwargs=dict(status=status, open_source=_VideoFile, handle=seen.append,
+                                                       stop=stop, finite=False, backoff=FAST), daemon=True)
+    t.start()
+    t.join(5)
+    stop.set()
+    assert not t.is_alive() and status.state == "finished"
+    assert seen == [1, 2] and status.errors == 0 and status.restarts == 0
