@@ -1,6 +1,7 @@
 """A real OpenSSH server on 127.0.0.1 for the deploy tests, run as the current user.
 
 Each `SSHD` gets its own free port, a temporary ed25519 host key and an authorized client key.
+It offers no SFTP subsystem: deploys stream files over exec channels and must not need one.
 Works as root (creates the privilege-separation folder sshd insists on) and as a normal user
 (sshd then runs unprivileged and can only log that user in, which is all the tests need).
 """
@@ -28,7 +29,6 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
 MaxStartups 100
 MaxSessions 50
 LogLevel ERROR
