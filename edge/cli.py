@@ -80,7 +80,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ui: str = typer.Option("window", help="window (preview; SPACE capture, arrows brightness, D info, "
                                "Q next class, ESC stop) or terminal (same commands as lines, for SSH)."),
     ) -> None:
-        """Capture labeled photos from a camera source into DIR/<class>/."""
+        """Capture labeled photos from a camera source into OUT/<class>/."""
         from edgekit.edge.capture import capture_config, print_summary, run_capture
 
         session = run_capture(capture_config(classes, out, target, source, camera, ui))

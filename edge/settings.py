@@ -2,8 +2,9 @@
 
 The wake-word and model names are the ones users of the seed project already have in their `.env`
 (`OPENWAKEWORD_MODEL_PATHS`, `OPENWAKEWORD_THRESHOLD`, `MODEL_PATH`, ...); `edgekit calibrate` writes
-`OPENWAKEWORD_THRESHOLD`, `OPENWAKEWORD_PATIENCE` and `OPENWAKEWORD_REFRACTORY`. Everything new is
-`EDGEKIT_*`. An invalid value stops the service at start with one sentence naming the setting.
+`OPENWAKEWORD_THRESHOLD`, `OPENWAKEWORD_PATIENCE`, `OPENWAKEWORD_REFRACTORY`, `OPENWAKEWORD_VAD_THRESHOLD`
+and `EDGEKIT_CLASS_THRESHOLDS`. Everything new is `EDGEKIT_*`. An invalid value stops the service at
+start with one sentence naming the setting.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class EdgeSettings(BaseSettings):
     camera: str | None = Field(None, validation_alias=_alias("EDGEKIT_CAMERA"))
     """opencv: device index or video file; folder: the image folder; picamera2: camera number."""
     camera_fps: float = Field(1.0, ge=0.0, le=60.0, validation_alias=_alias("EDGEKIT_CAMERA_FPS"))
-    """Classifications per second in `interval` mode."""
+    """Classifications per second in `interval` mode; 0 = as fast as the classifier goes."""
     classify_trigger: Literal["interval", "wakeword"] = Field(
         "interval", validation_alias=_alias("EDGEKIT_CLASSIFY_TRIGGER"))
     """When the camera loop classifies: at camera_fps, or once after each wake-word detection."""
