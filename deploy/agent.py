@@ -220,11 +220,6 @@ def _install(a) -> None:
     _fsync_dir(releases)
 
 
-def cmd_install(a) -> None:
-    _install(a)
-    _emit({"ok": True, "release": a.release})
-
-
 def _point(root: str, name: str, release: str | None) -> None:
     """Make symlink `root/name` point at releases/<release> (or remove it) with one rename."""
     link = os.path.join(root, name)
@@ -366,10 +361,6 @@ def main() -> None:
     sub.add_parser("state")
     s = sub.add_parser("lock")
     s.add_argument("--timeout", type=float, default=60.0)
-    s = sub.add_parser("install")
-    s.add_argument("tar")
-    s.add_argument("sha256")
-    s.add_argument("release")
     s = sub.add_parser("apply")
     for name in ("tar", "sha256", "release", "slot", "current", "previous", "check"):
         s.add_argument(f"--{name}", default="")

@@ -158,7 +158,8 @@ def test_path_traversal_tarball_refused(tmp_path, members):
     upload = dev / ".edgekit" / "incoming" / "evil.part"
     upload.write_bytes(data)
     with pytest.raises(DeployError, match=r"tarball (member|link) .* refused"):
-        device.call("install", str(upload), hashlib.sha256(data).hexdigest(), "evil-v1-onnx")
+        device.call("apply", f"--tar={upload}", f"--sha256={hashlib.sha256(data).hexdigest()}",
+                    "--release=evil-v1-onnx")  # install only: no slot, no check
     assert not (dev / "releases" / "evil-v1-onnx").exists() and not (dev / "releases" / "evil-v1-onnx.tmp").exists()
     assert not (tmp_path / "evil.txt").exists() and not (dev / "evil.txt").exists()
 
