@@ -67,8 +67,8 @@ def choose_format(bundle: Bundle, fmt: str | None, force: bool) -> tuple[str, st
 
 
 def _threshold(bundle: Bundle) -> float | None:
-    """The decision threshold the bundle recommends (`default`, or `threshold` as the wake-word trainer
-    writes it, or the first label's), the same order the export gate reads."""
+    """The decision threshold the bundle recommends: `default`, then `threshold` (as the wake-word trainer
+    writes it) like the export gate's `threshold_of`, then the first label's; None when there is none."""
     t = bundle.manifest.thresholds
     for key in ("default", "threshold", *bundle.manifest.labels):
         if isinstance(t.get(key), (int, float)) and not isinstance(t.get(key), bool):

@@ -33,7 +33,7 @@ COMPOSE_FILE = Path(__file__).with_name("docker") / "compose.yml"
 
 
 class DeployOptions(BaseModel):
-    """How to deploy one payload to each device (built once by the CLI)."""
+    """How to deploy one payload to each device (built once per command by `edgekit.deploy.api`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,7 +63,7 @@ class HostResult:
 
     target: str
     status: str
-    """One of STATUSES."""
+    """One of STATUSES (`edgekit status` results use `ok`, `unhealthy` and `empty`)."""
     reason: str = ""
     release: str | None = None
     previous: str | None = None
