@@ -14,7 +14,7 @@ from runtime_service import running_service
 
 from edgekit.edge.audio import FRAME, SAMPLE_RATE, frames_of, open_stdin, read_wav
 from edgekit.edge.detector import DetectorConfig, run_detector
-from edgekit.edge.wakeword import WakewordListener, score_stream, silence_history
+from edgekit.edge.wakeword import WakewordListener, score_stream
 
 GAP_S = 2.5
 
@@ -91,9 +91,7 @@ def test_same_clip_three_times_gives_three(oww_dir, tmp_path):
 def _model(oww_dir: Path, framework: str = "onnx"):
     from edgekit.edge.oww import make_model
 
-    model = make_model([oww_dir / f"alexa_v0.1.{framework}"], framework, oww_dir)
-    silence_history(model)
-    return model
+    return make_model([oww_dir / f"alexa_v0.1.{framework}"], framework, oww_dir)  # history starts silent
 
 
 def test_raw_scores_stay_hot_for_several_frames(oww_dir, tmp_path):
