@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = shared_dir(required=True)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    jpegs = [p.read_bytes() for p in sorted((shared / "data" / "waste-mini").rglob("*.jpg"))[:: 360 // args.images]]
+    files = sorted((shared / "data" / "waste-mini").rglob("*.jpg"))
+    jpegs = [p.read_bytes() for p in files[:: max(1, len(files) // args.images)][: args.images]]
     with tempfile.TemporaryDirectory() as tmp:
         if args.bundle:
             bundle = resolve(args.bundle)
