@@ -117,13 +117,23 @@ class Runtime:
 
     name: str
     load: Callable[[Path, int], Any]
-    help: str
 
 
 RUNTIMES: dict[str, Runtime] = {
-    ".onnx": Runtime("onnxruntime", OnnxRunner, "ONNX files, fp32 or QDQ int8 (float I/O)"),
-    ".tflite": Runtime("ai-edge-litert", TfliteRunner, "TFLite files, fp32 or int8 (int8 I/O quantized here)"),
+    ".onnx": Runtime("onnxruntime", OnnxRunner),  # fp32 or QDQ int8, float I/O
+    ".tflite": Runtime("ai-edge-litert", TfliteRunner),  # fp32 or int8; int8 I/O is quantized by the Predictor
 }
+
+
+def to_layout(x: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """A batch in axis order `src` rearranged to `dst` (NCHW <-> NHWC; anything else must already match)."""
+    if dst == src:
+        return x
+    if (src, dst) == ("NCHW", "NHWC"):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if (src, dst) == ("NHWC", "NCHW"):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    raise ValueError(f"cannot convert layout {src} to {dst}")
 
 
 def _file_layout(manifest: Manifest, path: Path) -> str:
@@ -185,14 +195,7 @@ class Predictor:
         return f"{self.manifest.name}/{self.manifest.version}"
 
     def _to_file_layout(self, x: np.ndarray) -> np.ndarray:
-        src = self.manifest.input.layout
-        if self.layout == src:
-            return x
-        if (src, self.layout) == ("NCHW", "NHWC"):
-            return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        if (src, self.layout) == ("NHWC", "NCHW"):
-            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        raise ValueError(f"cannot convert layout {src} to {self.layout}")
+        return to_layout(x, self.manifest.input.layout, self.layout)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores [N, n_out] for a float32 batch (a single sample without batch axis is accepted too)."""

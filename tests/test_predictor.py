@@ -66,6 +66,18 @@ def test_preprocess_follows_the_manifest_formula():
     np.testing.assert_allclose(bgr[0, 0, 0], [255 * 2 - 1, 128 * 2 - 1, -1.0])
 
 
+def test_layouts_convert_both_ways_and_refuse_the_rest():
+    from edgekit.edge.predictor import to_layout
+
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    nhwc = to_layout(x, "NCHW", "NHWC")
+    assert nhwc.shape == (2, 4, 5, 3) and nhwc[1, 2, 3, 0] == x[1, 0, 2, 3]
+    np.testing.assert_array_equal(to_layout(nhwc, "NHWC", "NCHW"), x)
+    assert to_layout(x, "NTF", "NTF") is x
+    with pytest.raises(ValueError, match="cannot convert"):
+        to_layout(x, "NTF", "NHWC")
+
+
 def test_preprocess_resizes_by_stretching(waste_mini):
     photo = sorted((waste_mini / "glass").glob("*.jpg"))[0]
     pre = Preprocess(color="RGB", resize=(30, 70), scale=1.0, offset=0.0)

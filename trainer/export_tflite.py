@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgekit.edge.predictor import to_layout
 from edgekit.trainer import calibration_data
 
 if TYPE_CHECKING:
@@ -40,12 +41,6 @@ if TYPE_CHECKING:
     from edgekit.trainer.formats import Format
 
 log = logging.getLogger(__name__)
-
-
-def _to_file_layout(x: np.ndarray, layout: str, pytorch_layout: str) -> np.ndarray:
-    if layout == pytorch_layout:
-        return x
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 @contextlib.contextmanager
@@ -70,7 +65,7 @@ def export_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
     m = job.bundle.manifest
     layout = fmt.layout_for(m.task, m.input.layout)
     model = job.model
-    example = torch.from_numpy(_to_file_layout(job.example, layout, m.input.layout))
+    example = torch.from_numpy(to_layout(job.example, m.input.layout, layout))
     if layout != m.input.layout:
         if (m.input.layout, layout) != ("NCHW", "NHWC"):
             raise ValueError(f"cannot convert a {m.input.layout} model to {layout}")
@@ -90,7 +85,7 @@ def quantize_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
     signatures = interp.get_signature_list()
     sig = next(iter(signatures))
     name = signatures[sig]["inputs"][0]
-    x = _to_file_layout(job.calibration().x, fmt.layout_for(m.task, m.input.layout), m.input.layout)
+    x = to_layout(job.calibration().x, m.input.layout, fmt.layout_for(m.task, m.input.layout))
     if job.config.calib_method != "minmax":
         log.info("tflite-int8 calibrates with minmax (ai-edge-quantizer); %s applies to onnx-int8",
                  job.config.calib_method)
