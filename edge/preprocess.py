@@ -54,6 +54,11 @@ def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
         pixels = pixels[:, :, None]
     if pre.color == "BGR":
         pixels = pixels[:, :, ::-1]
+    return normalize(pixels, pre)
+
+
+def normalize(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """`(pixel * scale + offset - mean) / std` as float32; the last axis is the channel axis."""
     x = pixels.astype(np.float32)
     x = x * np.float32(pre.scale if pre.scale is not None else 1.0) + np.float32(pre.offset or 0.0)
     if pre.mean is not None:

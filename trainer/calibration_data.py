@@ -46,8 +46,13 @@ class Samples:
         """A seeded random subset of at most `n` samples."""
         if n >= len(self):
             return self
-        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        keep = _pick(len(self), n, seed)
         return Samples(self.x[keep], self.y[keep], self.source)
+
+
+def _pick(total: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random choice of `n` out of `total` (the same choice for the same seed)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
 def _bundle_file(bundle: Bundle, name: str) -> Path | None:
@@ -79,9 +84,8 @@ def _image_split(bundle: Bundle, path: Path, split: Split, limit: int | None, se
     root = Path(data.get("root", "."))
     root = root if root.is_absolute() else bundle.path / root
     items = [_item(i, bundle.manifest.labels) for i in data.get(split, [])]
-    if limit is not None and limit < len(items):
-        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
-        items = [items[i] for i in keep]
+    if limit is not None and limit < len(items):  # pick before decoding: only the chosen photos are read
+        items = [items[i] for i in _pick(len(items), limit, seed)]
     missing = [rel for rel, _ in items if not (root / rel).is_file()]
     if missing:
         raise UserError(f"{len(missing)} {split} images listed in {path} are not under {root} (e.g. {missing[0]}); "
@@ -131,15 +135,11 @@ def input_range(bundle: Bundle) -> tuple[float, float] | None:
     int8 input ranges are set from this rather than calibrated: calibration photos on a white board
     rarely hold a black pixel, and a calibrated range would clip every darker photo the camera sends.
     """
-    pre = bundle.manifest.input.preprocess
+    from edgekit.edge.preprocess import normalize
+
     if bundle.manifest.task != "image-classification":
         return None
-    ends = np.array([0.0, 255.0], dtype=np.float32)[:, None] * (pre.scale if pre.scale is not None else 1.0)
-    ends = ends + (pre.offset or 0.0)
-    if pre.mean is not None:
-        ends = ends - np.asarray(pre.mean, dtype=np.float32)
-    if pre.std is not None:
-        ends = ends / np.asarray(pre.std, dtype=np.float32)
+    ends = normalize(np.array([[0], [255]], dtype=np.uint8), bundle.manifest.input.preprocess)
     return float(ends.min()), float(ends.max())
 
 
@@ -167,11 +167,9 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
 
 def _csv_windows(bundle: Bundle, folder: Path) -> Samples:
     """Label-pure windows of every CSV in `folder`, normalised with the bundle's stored statistics."""
-    from edgekit.trainer.seq_data import load_folder, make_windows
+    from edgekit.trainer.seq_data import Normaliser, load_folder, make_windows
 
     pre = bundle.manifest.input.preprocess
-    if not folder.is_dir():
-        raise UserError(f"Data folder {folder} does not exist.")
     label_col = bundle.manifest.extra.get("label_col", "activity")
     recs, skipped = load_folder(folder, label_col=label_col, features=pre.features)
     for name, reason in skipped:
@@ -180,5 +178,5 @@ def _csv_windows(bundle: Bundle, folder: Path) -> Samples:
     w = make_windows(recs, pre.window, pre.stride, include=labels, labels=labels)
     if len(w) == 0:
         raise UserError(f"No CSV in {folder} has a window of {pre.window} frames with one of the bundle's labels.")
-    x = (w.x - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
-    return Samples(x.astype(np.float32), w.y.astype(np.int64), str(folder))
+    x = Normaliser(np.asarray(pre.mean, dtype=np.float32), np.asarray(pre.std, dtype=np.float32))(w.x)
+    return Samples(x, w.y.astype(np.int64), str(folder))
