@@ -60,6 +60,7 @@ def test_layouts_and_onnx_metadata_are_recorded(waste_export):
     props = {p.key: p.value for p in onnx.load(str(bundle.model_file("onnx"))).metadata_props}
     assert json.loads(props["edgekit.labels"]) == bundle.manifest.labels
     assert props["edgekit.version"] == bundle.version and props["edgekit.layout"] == "NCHW"
+    assert props["edgekit.output"] == "logits"
     int8 = Predictor.from_bundle(bundle, "tflite-int8")
     assert int8.runner.input_quant is not None and int8.runner.output_quant is not None
 
@@ -131,6 +132,12 @@ def test_eval_command_scores_a_labeled_folder(waste_export, waste_mini, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(bundle.path), "--data", str(waste_mini / "glass")])
     assert exit_info.value.code == UserError.exit_code  # class folders are expected, not photos
+
+
+def test_int8_input_range_is_the_pixel_range(waste_export):
+    from edgekit.trainer.calibration_data import input_range
+
+    assert input_range(waste_export[0]) == pytest.approx((-1.0, 1.0))  # 0..255 * 1/127.5 - 1
 
 
 def test_few_calibration_samples_are_refused(waste_export):

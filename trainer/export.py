@@ -60,8 +60,8 @@ class EvalConfig(BaseModel):
     bundle: str
     """Bundle folder or name."""
     data: str | None = None
-    """Labeled data: an image folder with one subfolder per class, or an .npz with x and y; none = the
-    bundle's own validation split."""
+    """Labeled data: an image folder with one subfolder per class, a folder of CSVs (sequence bundles) or an
+    .npz with x and y; none = the bundle's own validation split."""
     formats: list[str] = Field(default_factory=list)
     """Formats to evaluate; empty = every model file in the bundle."""
     threads: int = 1
@@ -114,11 +114,9 @@ def convert_all(job: ExportJob, chosen: list[formats.Format]) -> None:
         task = bar.add_task("exporting", total=len(chosen))
         for fmt in chosen:
             bar.update(task, description=f"exporting {fmt.name}")
-            out = job.made.get(fmt.name)  # an fp32 file an int8 format already needed
-            if out is None or out.parent != job.workdir:
-                out = job.workdir / fmt.file_name(job.bundle.name)
-                fmt.convert_fn()(job, fmt, out)
             rel = fmt.file_name(job.bundle.name)
+            out = job.workdir / rel
+            fmt.convert_fn()(job, fmt, out)  # `chosen` has fp32 before int8: an int8 finds its fp32 in `made`
             out.chmod(0o644)  # ai-edge-quantizer writes its files executable
             os.replace(out, job.bundle.path / rel)
             job.made[fmt.name] = job.bundle.path / rel

@@ -39,6 +39,8 @@ OUTPUT_NAME = "output"
 
 def metadata(job: ExportJob, fmt: Format) -> dict[str, str]:
     """The manifest fields a device needs, as ONNX metadata_props."""
+    from edgekit.edge.predictor import output_kind
+
     m = job.bundle.manifest
     return {
         "edgekit.name": m.name,
@@ -48,7 +50,7 @@ def metadata(job: ExportJob, fmt: Format) -> dict[str, str]:
         "edgekit.labels": json.dumps(m.labels),
         "edgekit.layout": fmt.layout_for(m.task, m.input.layout),
         "edgekit.input": m.input.model_dump_json(),
-        "edgekit.output": str(m.extra.get("output", "")),
+        "edgekit.output": output_kind(m),
     }
 
 
