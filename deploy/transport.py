@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -194,8 +195,6 @@ class SSHTransport(Transport):
         Five times faster than paramiko's SFTP client here (3 MB: 0.11 s vs 0.55 s on loopback), and
         needs no SFTP subsystem on the device. The device checks the sha256 afterwards anyway.
         """
-        import shlex
-
         total, done = Path(local).stat().st_size, 0
         chan = self._channel(300.0)
         try:
