@@ -22,13 +22,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit import atomic
+from edgekit.edge.audio import FRAME
+from edgekit.edge.audio import SAMPLE_RATE as RATE
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
-
-RATE = 16000
-FRAME = 1280
-"""Samples per microphone read: one openWakeWord frame (80 ms)."""
 
 MicFactory = Callable[[], Iterable[np.ndarray]]
 """Returns an iterable of int16 frames of `FRAME` samples at `RATE`."""
@@ -146,8 +144,8 @@ class _Chunks:
             self.index += 1
 
 
-def _take(mic: MicFactory, n: int, each: Callable[[np.ndarray], None]) -> int:
-    """Feed up to `n` frames from a freshly opened microphone to `each`; the count actually read."""
+def _take(mic: MicFactory, n: int, each: Callable[[np.ndarray], None]) -> None:
+    """Feed up to `n` frames from a freshly opened microphone to `each` (fewer when its stream ends)."""
     frames = iter(mic())
     got = 0
     try:
@@ -159,7 +157,6 @@ def _take(mic: MicFactory, n: int, each: Callable[[np.ndarray], None]) -> int:
     finally:
         if hasattr(frames, "close"):
             frames.close()
-    return got
 
 
 def record_ambient(cfg: AmbientConfig, mic: MicFactory = open_mic,
@@ -184,7 +181,8 @@ def record_ambient(cfg: AmbientConfig, mic: MicFactory = open_mic,
 
     while done < total:
         try:
-            if _take(mic, total - done, each) == 0 or done < total:
+            _take(mic, total - done, each)
+            if done < total:
                 raise OSError("the microphone stream ended")
         except KeyboardInterrupt:
             log.info("stopped by the user after %.1f min", done * FRAME / RATE / 60)
@@ -273,9 +271,6 @@ def record_ambient_cli(cfg: AmbientConfig, mic: MicFactory = open_mic) -> list[P
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("rec", total=1.0)
         files = record_ambient(cfg, mic, progress=lambda f: bar.update(task, completed=f))
-    seconds = 0.0
-    for f in files:
-        with wave.open(str(f)) as w:
-            seconds += w.getnframes() / RATE
+    seconds = sum(map(wav_samples, files)) / RATE
     console.print(f"{len(files)} chunk(s), {seconds / 60:.1f} min in {cfg.out}")
     return files

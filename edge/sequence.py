@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.errors import UserError
-from edgekit.trainer.seq_data import read_csv
+from edgekit.trainer.seq_data import Normaliser, read_csv
 
 if TYPE_CHECKING:
     from edgekit.bundle import Bundle, Manifest
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-"""Normalised float32 windows [N, window, features] → class probabilities [N, classes]."""
+"""Normalised float32 windows [N, window, features] → class probabilities [N, classes] (as
+`Predictor.predict`, which feeds a fixed-batch model one window at a time)."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class SequenceModel:
         self.labels = list(manifest.labels)
         self.features = list(pre.features)
         self.window, self.stride = int(pre.window), int(pre.stride or pre.window)
-        self.mean = np.asarray(pre.mean or [0.0] * len(self.features), dtype=np.float32)
-        self.std = np.asarray(pre.std or [1.0] * len(self.features), dtype=np.float32)
+        self.norm = Normaliser(np.asarray(pre.mean or [0.0] * len(self.features), dtype=np.float32),
+                               np.asarray(pre.std or [1.0] * len(self.features), dtype=np.float32))
         self.label_col = manifest.extra.get("label_col", "activity")
         self._predict = predict
 
@@ -85,15 +86,14 @@ class SequenceModel:
         return cls(bundle.manifest, p.predict)
 
     def normalise(self, frames: np.ndarray) -> np.ndarray:
-        return ((np.asarray(frames, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        """Frames scaled with the training statistics stored in the bundle (the trainer's `Normaliser`)."""
+        return self.norm(np.asarray(frames, dtype=np.float32))
 
     def predict_windows(self, raw: np.ndarray) -> np.ndarray:
-        """Probabilities for raw (not normalised) windows [N, window, features], one window at a time
-        (exported models have a batch of 1)."""
-        x = self.normalise(raw)
-        if len(x) == 0:
+        """Probabilities for raw (not normalised) windows [N, window, features]."""
+        if len(raw) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return np.concatenate([self._predict(x[i:i + 1]) for i in range(len(x))]).astype(np.float32)
+        return np.asarray(self._predict(self.normalise(raw)), dtype=np.float32)
 
     def predict_csv(self, path: str | Path) -> CsvResult:
         """Slide over the whole recording (every `stride` frames), as the device would live."""
@@ -140,7 +140,9 @@ class FrameStream:
 
 
 def evaluate_folder(model: SequenceModel, folder: str | Path) -> dict[str, Any]:
-    """Accuracy report over every labeled, label-pure window of the CSVs in `folder` (`edgekit eval`)."""
+    """Accuracy report over every labeled, label-pure window of the CSVs in `folder`, cut as the device
+    cuts them (`predict_csv`: from frame 0 every `stride`). `edgekit eval` cuts per labeled run instead
+    (`edgekit.trainer.calibration_data`)."""
     from edgekit.trainer.metrics import classification_report
 
     files = sorted(Path(folder).rglob("*.csv"))

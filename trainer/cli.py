@@ -156,20 +156,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise UserError(f"--units {units!r} must be comma-separated integers, e.g. 128,64.")
         if class_weights not in ("auto", "none"):
             raise UserError(f"--class-weights must be auto or none, not {class_weights!r}.")
-        from pydantic import ValidationError
-
-        try:
-            cfg = SequenceConfig(
-                data=data, name=name, features=items(features), label_col=label_col,
-                include_labels=items(include_labels), window=window, stride=stride, train_stride=train_stride,
-                group_by=group_by, test_groups=items(test_groups), val_groups=items(val_groups), arch=arch,
-                units=unit_list, dense=dense, dropout=dropout, pool=pool, epochs=epochs, batch_size=batch_size, lr=lr,
-                patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir,
-            )
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
-        train_sequence(cfg)
+        train_sequence(_config(
+            SequenceConfig, data=data, name=name, features=items(features), label_col=label_col,
+            include_labels=items(include_labels), window=window, stride=stride, train_stride=train_stride,
+            group_by=group_by, test_groups=items(test_groups), val_groups=items(val_groups), arch=arch,
+            units=unit_list, dense=dense, dropout=dropout, pool=pool, epochs=epochs, batch_size=batch_size, lr=lr,
+            patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir))
 
     _register_export(app)
 
