@@ -22,7 +22,7 @@ from rich.table import Table
 from edgekit.console import console
 from edgekit.edge.calibrate_wakeword import WakewordCalibration, open_model, score_chunks
 from edgekit.edge.detector import run_detector
-from edgekit.edge.detector_sweep import ScoreTrack, Setting, fires, sweep
+from edgekit.edge.detector_sweep import ScoreTrack, fires, sweep
 from edgekit.edge.record import RATE, list_wavs, read_wav
 from edgekit.paths import openwakeword_assets, shared_dir
 
@@ -54,7 +54,7 @@ def main() -> None:
     same = 0
     for r in sample:
         times = [d.time_s for d in run_detector(hour.scores, r.setting.detector())]
-        same += times == [(i + 1) * 0.08 for i in fires(hour, Setting(**vars(r.setting)))]
+        same += times == [(i + 1) * 0.08 for i in fires(hour, r.setting)]
     base_per = (time.perf_counter() - t0) / len(sample)
 
     t = Table(title="calibration: score once, sweep from stored scores", title_justify="left")

@@ -99,7 +99,11 @@ def class_thresholds(scores: np.ndarray, y: np.ndarray, labels: list[str], targe
 
 
 def decide(scores: np.ndarray, thresholds: list[ClassThreshold], default: float = 0.0) -> np.ndarray:
-    """Predicted class index per row, or -1 (`unknown`) below the top class's threshold."""
+    """Predicted class index per row, or -1 (`unknown`) below the top class's threshold.
+
+    `default` stands in for a class without a threshold (`class_thresholds` gives None only to a class
+    that is never the top class in the scores it was fitted on).
+    """
     top, conf = scores.argmax(axis=1), scores.max(axis=1)
     thr = np.array([t.threshold if t.threshold is not None else default for t in thresholds])
     return np.where(conf >= thr[top], top, -1)
@@ -164,13 +168,11 @@ def run_calibration(cfg: ClassifierCalibration) -> dict[str, Any]:
     """Score the photos, choose thresholds, write the results (and the bundle's thresholds)."""
     from edgekit import __version__, atomic
     from edgekit.edge.calibration_plots import reliability_plot
-    from edgekit.edge.classify import bundle_thresholds
 
     bundle, fmt, paths, y, scores = score_folder(cfg)
     labels = list(bundle.manifest.labels)
-    default = bundle_thresholds(dict(bundle.manifest.thresholds), labels).get("default", 0.0)
     chosen = class_thresholds(scores, y, labels, cfg.target_precision)
-    pred = decide(scores, chosen, default)
+    pred = decide(scores, chosen)  # a class without a threshold is never the top class on these photos
     conf, correct = scores.max(axis=1), scores.argmax(axis=1) == y
     per_class = {t.label: float(t.threshold) for t in chosen if t.threshold is not None}
     accepted = pred >= 0

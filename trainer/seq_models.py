@@ -31,7 +31,8 @@ class _Head(nn.Module):
 
 
 class RecurrentClassifier(nn.Module):
-    """Stacked recurrent layers (one per entry of `units`); the last time step feeds the head.
+    """Stacked recurrent layers (one per entry of `units`); the last time step (`pool="last"`) or the
+    mean over all steps (`pool="mean"`) feeds the head.
 
     Layers are separate modules because their widths differ (128 → 64), which one multi-layer
     nn.LSTM cannot express.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgekit.bundle import Bundle
+    from edgekit.trainer.engine import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +148,11 @@ def prepare(cfg: SequenceConfig, recs: list[seq_data.Recording] | None = None, s
     diag = diagnose(recs, w, split, cfg.window, cfg.stride, cfg.include_labels, cfg.class_weights)
     if show:
         print_diagnosis(diag)
-    train = seq_data.select(w, split["train"])
     if cfg.train_stride and cfg.train_stride != cfg.stride:
-        dense = seq_data.make_windows(recs, cfg.window, cfg.train_stride, cfg.include_labels, labels=w.labels)
-        train = seq_data.select(dense, split["train"])
+        train = seq_data.select(seq_data.make_windows(recs, cfg.window, cfg.train_stride, cfg.include_labels,
+                                                      labels=w.labels), split["train"])
+    else:
+        train = seq_data.select(w, split["train"])
     norm = seq_data.Normaliser.fit(train.x)
     parts = {k: seq_data.select(w, split[k]) for k in ("val", "test")}
     for part in (train, *parts.values()):
@@ -204,7 +205,7 @@ def _run_dir(cfg: SequenceConfig) -> Path:
     return Path("runs") / cfg.name / digest
 
 
-def fit_model(cfg: SequenceConfig, prep: Prepared, run_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+def fit_model(cfg: SequenceConfig, prep: Prepared, run_dir: Path | None = None) -> tuple[Any, FitResult]:
     """Train the configured architecture through the engine; returns (best model, fit result)."""
     import torch
 
@@ -265,12 +266,6 @@ def train_sequence(cfg: SequenceConfig) -> Bundle:
     report["split"] = prep.split
     report["diagnosis"] = prep.diagnosis.to_dict()
     report["skipped_files"] = [{"file": f, "reason": r} for f, r in prep.skipped]
-    bundle = write_bundle(cfg, prep, model, report, history_of(result))
+    bundle = write_bundle(cfg, prep, model, report, result.history)
     print_result(report, bundle)
     return bundle
-
-
-def history_of(result: Any) -> list[dict[str, Any]]:
-    """The engine's per-epoch history as a list of dicts."""
-    hist = getattr(result, "history", None) or []
-    return json.loads(json.dumps(hist, default=float))
