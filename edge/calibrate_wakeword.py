@@ -8,8 +8,9 @@ openWakeWord/microWakeWord practice: false accepts first, then recall.
   * with positives: the lowest false-reject rate among settings with FA/h <= target; ties go to fewer
     false accepts, lower patience, the refractory nearest the default, lower VAD threshold, then the
     middle threshold of the tied ones (room on both sides);
-  * without positives: patience 1 and the default refractory, at the lowest threshold from which every
-    higher one meets the target, plus `margin` (stated in the result).
+  * without positives: the lowest swept patience (1 by default), the lowest swept VAD threshold and the
+    default refractory, at the lowest threshold from which every higher one meets the target, plus
+    `margin` (stated in the result).
 
 Every stream starts as the device's does (`silence_history` after a reset), then `warmup_s` of silence
 whose frames are dropped, so the first frames kept depend on the recording alone (openWakeWord's
@@ -259,10 +260,13 @@ def _progress():
 
 
 def score_recordings(cfg: WakewordCalibration, model: Any, name: str, ambient: list[Path],
-                     positives: list[Path]) -> tuple[ScoreTrack, list[ScoreTrack]]:
-    """The ambient files as one continuous stream (read one at a time), each positive clip on its own."""
+                     positives: list[Path], samples: int) -> tuple[ScoreTrack, list[ScoreTrack]]:
+    """The ambient files as one continuous stream (read one at a time), each positive clip on its own.
+
+    `samples` is the audio in all the files together (from their headers), for the progress bar.
+    """
     tail = np.zeros(int(cfg.pad_s * RATE), np.int16)
-    total = (sum(map(wav_samples, ambient)) + sum(wav_samples(p) + len(tail) for p in positives)) // FRAME
+    total = (samples + len(tail) * len(positives)) // FRAME
     with _progress() as bar:
         task = bar.add_task("scoring audio", total=total)
 
@@ -288,15 +292,15 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
 
     amb_files = list_wavs(cfg.ambient, "ambient")
     pos_files = list_wavs(cfg.positives, "positive") if cfg.positives else []
-    seconds = [wav_samples(f) / RATE for f in amb_files]
-    for f in pos_files:  # every header is checked before any audio is scored
-        wav_samples(f)
+    amb_samples = [wav_samples(f) for f in amb_files]
+    seconds = [n / RATE for n in amb_samples]
+    pos_samples = sum(map(wav_samples, pos_files))  # every header is checked before any audio is scored
     hours = sum(seconds) / 3600
     if hours <= 0:
         raise UserError(f"The ambient recordings ({len(amb_files)} files) hold no audio.")
     path, framework, source = resolve_model(cfg.model, cfg.framework)
     model, name = open_model(path, framework, cfg.feature_dir, vad=bool(cfg.vad_thresholds))
-    amb, pos = score_recordings(cfg, model, name, amb_files, pos_files)
+    amb, pos = score_recordings(cfg, model, name, amb_files, pos_files, sum(amb_samples) + pos_samples)
 
     refractories = sorted(set(cfg.refractories) | ({cfg.default_refractory} if not pos else set()))
     rows = sweep(amb, pos, sorted(cfg.thresholds), sorted(cfg.patiences), refractories,
