@@ -183,3 +183,19 @@ def test_calibration_method_is_wired_and_validated(tiny, tmp_path, capsys):
     minmax, percentile = bundle.model_file("onnx-int8").read_bytes(), Bundle.load(copy).model_file("onnx-int8")
     assert percentile.read_bytes() != minmax  # other activation ranges, other file
     Bundle.load(copy).verify()
+
+
+def test_eval_without_the_pytorch_checkpoint_still_scores(tiny, tmp_path):
+    """A bundle copied without model.pt (as a device holds it) is evaluated, only without the PyTorch columns."""
+    from edgekit.trainer.export import EvalConfig, eval_bundle
+
+    bundle, _ = tiny
+    copy = tmp_path / "tiny" / bundle.version
+    shutil.copytree(bundle.path, copy)
+    stripped = Bundle.load(copy)
+    del stripped.manifest.files["model.pt"]
+    stripped.save()
+    (copy / "model.pt").unlink()
+    [r] = eval_bundle(EvalConfig(bundle=str(copy), formats=["onnx"], latency_runs=1))
+    assert r.agreement is None and r.drop is None
+    assert r.accuracy == next(e for e in bundle.manifest.files.values() if e.format == "onnx").gate["accuracy"]

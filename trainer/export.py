@@ -203,6 +203,8 @@ def eval_bundle(cfg: EvalConfig) -> list[gate.Result]:
         reference, ref = _reference(bundle, model, samples)
     except ImportError:
         log.info("torch is not installed: no PyTorch reference")
+    except UserError as e:  # a bundle without its checkpoint (or arch) is still evaluated, just without a reference
+        log.warning("no PyTorch reference: %s", e)
     results = measure(bundle, names, samples, reference, cfg.threads, cfg.latency_runs)
     if ref is not None:
         for r in results:
