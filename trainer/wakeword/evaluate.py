@@ -111,10 +111,6 @@ def frr_at(points: Sequence[Point], fa_per_hour: float) -> float:
     return min(ok) if ok else 1.0
 
 
-def stream_hours(neg_stream: np.ndarray) -> float:
-    return len(neg_stream) * FRAME_S / 3600
-
-
 def det_plot(curves: dict[str, Sequence[Point]], path: Path, target: float | None = None,
              chosen: Point | None = None, title: str = "DET") -> Path:
     """FRR against FA/h over thresholds, one line per model, saved as PNG (atomic)."""

@@ -52,11 +52,6 @@ def frames_for(samples: int) -> int:
     return (mel - 76) // 8 + 1
 
 
-def samples_for(frames: int) -> int:
-    """The shortest clip length giving `frames` embedding frames."""
-    return ((frames - 1) * 8 + 76 + 3) * 160
-
-
 def render(r: Recipe, mixer: Mixer, cache: dict[str, np.ndarray]) -> np.ndarray:
     """The int16 audio of one recipe."""
     rng = np.random.default_rng(r.seed)
