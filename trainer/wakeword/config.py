@@ -153,7 +153,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _suggest(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
+    """` Did you mean 'x'?` for the closest option, or "" (the tail of a one-sentence error)."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
 
@@ -166,7 +167,7 @@ def load_config(path: str | Path | None = None, preset: str = "default",
         UserError: unknown preset/key/language, unreadable YAML, or an empty phrase.
     """
     if preset not in PRESETS:
-        hint = _suggest(preset, list(PRESETS))
+        hint = did_you_mean(preset, list(PRESETS))
         raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.{hint}")
     data: dict[str, Any] = PRESETS[preset]
     if path is not None:
@@ -208,7 +209,7 @@ def check(cfg: WakewordConfig) -> WakewordConfig:
     if not phrases or any(not p.strip() for p in phrases):
         raise UserError("Give a non-empty wake phrase with --phrase (or data.phrases in the config).")
     if cfg.data.lang not in LANGS:
-        hint = _suggest(cfg.data.lang, list(LANGS))
+        hint = did_you_mean(cfg.data.lang, list(LANGS))
         raise UserError(f"Unknown language {cfg.data.lang!r}; supported: {', '.join(LANGS)}.{hint}")
     for folder in [*cfg.data.negatives, *cfg.data.background]:
         if not Path(folder).is_dir():

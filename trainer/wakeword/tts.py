@@ -149,15 +149,14 @@ def select_engines(names: Sequence[str], lang: str, piper_voices: Sequence[Path]
     """The engines to use: the ones named, or every installed one that speaks `lang`.
 
     Raises:
-        UserError: an unknown engine, or a named one that is not installed or lacks voices.
+        UserError: an unknown engine, a named one that is not installed, piper voices without piper, or
+            no installed engine for `lang` (`voice_set` checks the voices).
     """
     for n in names:
         if n not in ENGINES:
-            import difflib
+            from edgekit.trainer.wakeword.config import did_you_mean
 
-            close = difflib.get_close_matches(n, list(ENGINES), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"Unknown TTS engine {n!r}; known: {', '.join(ENGINES)}.{hint}")
+            raise UserError(f"Unknown TTS engine {n!r}; known: {', '.join(ENGINES)}.{did_you_mean(n, list(ENGINES))}")
         if not ENGINES[n].installed():
             raise UserError(f"TTS engine {n} is not installed: {ENGINES[n].extra}.")
     if names:
