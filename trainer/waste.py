@@ -197,22 +197,24 @@ def _fit_phase(phase: int, model: Any, data: PhotoBatches, prep: Prepared, cfg: 
     import torch
     import torch.nn.functional as F
 
-    from edgekit.trainer.engine import FitConfig, Schedule, StepOutput, fit
+    from edgekit.trainer.engine import FitConfig, Schedule, StepOutput, fit, resolve_device
 
     n = len(prep.labels)
     counts = np.bincount(data.y, minlength=n)
-    weight = torch.tensor(len(data.y) / (n * counts), dtype=torch.float32) if cfg.balance == "weights" else None
+    weight = (torch.tensor(len(data.y) / (n * counts), dtype=torch.float32, device=resolve_device(cfg.device))
+              if cfg.balance == "weights" else None)  # on the training device once, not copied every step
+    y_val = torch.from_numpy(prep.y[prep.split.val])
 
     def step_fn(model: torch.nn.Module, batch: Any) -> StepOutput:
         x, y = batch
         logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=weight.to(logits.device) if weight is not None else None)
+        loss = F.cross_entropy(logits, y, weight=weight)
         return StepOutput(loss=loss, n=len(y), correct=int((logits.argmax(1) == y).sum()))
 
     def eval_fn(model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         logits = predict(model, prep, prep.split.val, data.pre, device)
-        y = torch.from_numpy(prep.y[prep.split.val])
-        return {"val_loss": float(F.cross_entropy(logits, y)), "val_acc": float((logits.argmax(1) == y).float().mean())}
+        return {"val_loss": float(F.cross_entropy(logits, y_val)),
+                "val_acc": float((logits.argmax(1) == y_val).float().mean())}
 
     def make_schedule(opt: torch.optim.Optimizer, steps_per_epoch: int, n_epochs: int) -> Schedule:
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 2))
