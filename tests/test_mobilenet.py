@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from edgekit.bundle import Preprocess
+from edgekit.edge.preprocess import preprocess_images
 from edgekit.errors import UserError
 from edgekit.trainer import mobilenet
 from edgekit.trainer.models import build as build_arch
@@ -69,8 +69,8 @@ def test_shared_weights_see_bottles_in_glass_photos(imagenet_weights: Path, wast
     model.load_state_dict(state)
     model.eval()
     photos = sorted((waste_mini / "glass").glob("*.jpg"))[:6]
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)) for p in photos]
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    keras_input = Preprocess(color="RGB", resize=(224, 224), scale=1 / 127.5, offset=-1.0)  # [-1, 1]
+    x = torch.from_numpy(preprocess_images(photos, keras_input))
     with torch.no_grad():
         top1 = model(x).argmax(1).tolist()
     assert sum(t in BOTTLES for t in top1) >= 4, top1

@@ -35,11 +35,6 @@ def _cache_env(image_cache_dir: Path, monkeypatch) -> None:
     torch.set_num_threads(2)
 
 
-def _stretch(path: Path, size: int) -> np.ndarray:
-    """What the device does to a photo: RGB, stretched to size x size with PIL bilinear."""
-    return np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR))
-
-
 # ---------------------------------------------------------------------------- input pipeline
 
 
@@ -184,16 +179,16 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
     assert not train & val and len(train | val) == 360
     assert np.bincount([i for _, i in split["val"]]).tolist() == [12] * 6
 
-    # The accuracy in the manifest is reproduced from the bundle alone, the way export and the device
-    # will do it: rebuild the model, stretch each val photo with PIL, apply the recorded preprocessing.
+    # The accuracy in the manifest is reproduced from the bundle alone, with the code export and the
+    # device run: rebuild the model, preprocess each val photo with edgekit.edge.preprocess.
+    from edgekit.edge.preprocess import preprocess_images
     from edgekit.trainer.models import load_from_bundle
 
     model = load_from_bundle(bundle)
-    pre = m.input.preprocess
-    x = np.stack([_stretch(Path(split["root"]) / rel, size) for rel, _ in split["val"]]).astype(np.float32)
-    x = ((x * pre.scale + pre.offset) - np.array(pre.mean)) / np.array(pre.std)
+    x = preprocess_images([Path(split["root"]) / rel for rel, _ in split["val"]], m.input.preprocess)
+    assert x.shape == (len(split["val"]), 3, size, size)
     with torch.no_grad():
-        pred = model(torch.from_numpy(x).permute(0, 3, 1, 2).float()).argmax(1).numpy()
+        pred = model(torch.from_numpy(x)).argmax(1).numpy()
     acc = float((pred == np.array([i for _, i in split["val"]])).mean())
     assert acc == pytest.approx(m.metrics["val_accuracy"], abs=1.5 / len(val))
     assert acc >= 0.40, f"val accuracy {acc:.1%} is not far above chance (16.7%)"
