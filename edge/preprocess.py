@@ -21,7 +21,8 @@ from edgekit.bundle import Preprocess
 from edgekit.errors import UserError
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+"""What `labeled_folder` reads: the suffixes `edgekit train waste` trains on (`trainer.images.IMAGE_EXTS`)."""
 
 
 def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:

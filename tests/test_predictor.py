@@ -78,6 +78,17 @@ def test_layouts_convert_both_ways_and_refuse_the_rest():
         to_layout(x, "NTF", "NHWC")
 
 
+def test_labeled_folder_reads_what_training_reads(tmp_path):
+    from edgekit.trainer.images import IMAGE_EXTS
+
+    for i, suffix in enumerate(sorted(IMAGE_EXTS)):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4), (i, i, i)).save(tmp_path / "a" / f"x{i}{suffix}")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    paths, y = labeled_folder(tmp_path, ["a"])
+    assert {p.suffix for p in paths} == IMAGE_EXTS and y.tolist() == [0] * len(IMAGE_EXTS)
+
+
 def test_preprocess_resizes_by_stretching(waste_mini):
     photo = sorted((waste_mini / "glass").glob("*.jpg"))[0]
     pre = Preprocess(color="RGB", resize=(30, 70), scale=1.0, offset=0.0)
