@@ -78,8 +78,9 @@ class WasteConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate of phase 1; phase 2 uses lr/10."""
     unfreeze: int = Field(50, ge=0)
-    """Phase 2 trains the last N layers of the base (conv, BatchNorm and activation layers, counted as Keras
-    counts them); 0 skips phase 2."""
+    """Phase 2 trains the last N layers of the base (its conv, BatchNorm and ReLU6 modules, 139 in all; Keras
+    also counts its 15 parameter-free input, pad and add layers, so the same N reaches a few layers further
+    back here); 0 skips phase 2."""
     head_fraction: float = Field(0.4, gt=0, le=1)
     """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
     train_bn: bool = False
@@ -143,7 +144,8 @@ class WasteConfig(BaseModel):
 
 
 def base_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The base's layers in order, as Keras counts them: every leaf module of `features`."""
+    """The base's layers in order: every leaf module of `features` (Keras's list without its input, pad and add
+    layers)."""
     return [m for m in model.features.modules() if not list(m.children())]
 
 
