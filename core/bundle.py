@@ -189,9 +189,6 @@ class Bundle:
     def version(self) -> str:
         return self.manifest.version
 
-    def file(self, rel: str) -> Path:
-        return self.path / rel
-
     def model_file(self, fmt: str) -> Path | None:
         """The model file of format `fmt` (e.g. `onnx-int8`), or None."""
         for rel, entry in self.manifest.files.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,8 +28,3 @@ def setup_logging(verbose: bool = False) -> None:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
-
-
-def is_interactive() -> bool:
-    """True when stdout is a terminal (progress bars redraw) rather than a log file or a pipe."""
-    return sys.stdout.isatty()
