@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,7 +28,7 @@ from edgekit.errors import UserError, VerificationError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 Task = Literal["image-classification", "wakeword", "sequence-classification"]
-TASKS: tuple[str, ...] = ("image-classification", "wakeword", "sequence-classification")
+TASKS: tuple[str, ...] = get_args(Task)
 
 
 class _Strict(BaseModel):

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 FRAME_S = 0.08
 """openWakeWord produces one score per 1280 samples at 16 kHz."""
+REFRACTORY_SLACK_S = 1e-9
+"""Float slack on the refractory comparison: frame times are sums of 0.08, which are not exact."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Detector:
             return None
         self._run += 1
         self._peak = max(self._peak, score)
-        in_refractory = time_s - self._last_fire < c.refractory_s - 1e-9
+        in_refractory = time_s - self._last_fire < c.refractory_s - REFRACTORY_SLACK_S
         if self._run >= c.patience and not in_refractory and (self._armed or not c.rearm):
             self._last_fire = time_s
             self._armed = False

@@ -76,6 +76,8 @@ DONE = "done.json"
 HISTORY = "history.json"
 CONFIG = "config.json"
 CURVES = "curves.png"
+RUN_FILES = (DONE, HISTORY, CONFIG, CURVES)
+"""What the engine writes in run_dir besides checkpoints."""
 BEST_K = "checkpoint_best_e{epoch:03d}.pt"
 
 
@@ -294,7 +296,7 @@ def _clear_run(run_dir: Path) -> None:
     """Remove what the engine wrote (and only that), for a fresh start."""
     if not run_dir.is_dir():
         return
-    names = {ckpt_io.LAST, ckpt_io.PREV, ckpt_io.BEST_MODEL, DONE, HISTORY, CURVES}
+    names = {ckpt_io.LAST, ckpt_io.PREV, ckpt_io.BEST_MODEL, *RUN_FILES}
     for p in run_dir.iterdir():
         if p.name in names or (p.name.startswith("checkpoint_best_e") and p.suffix == ".pt"):
             p.unlink()

@@ -29,6 +29,7 @@ from edgekit.trainer.engine import (
     CURVES,
     DONE,
     HISTORY,
+    RUN_FILES,
     FitConfig,
     FitResult,
     TrainingFailed,
@@ -116,7 +117,7 @@ class Trainer:
         return result
 
     def _start(self) -> None:
-        ckpt_io.remove_stale_temporaries(self.run_dir, (HISTORY, DONE, CURVES, CONFIG))
+        ckpt_io.remove_stale_temporaries(self.run_dir, RUN_FILES)
         ckpt = ckpt_io.load_latest(self.run_dir) if self.cfg.resume else None
         if ckpt is None:
             seed_everything(self.cfg.seed)
@@ -238,8 +239,7 @@ class Trainer:
         elif self.schedule is not None and self.schedule.interval == "plateau":
             self.schedule.scheduler.step(record[self.cfg.monitor])
         self.epoch, self.samples_done, self.sums = self.epoch + 1, 0, _Sums()
-        state = self._state()
-        self._update_best(record, state)
+        state = self._update_best(record)
         ckpt_io.save_last(self.run_dir, state)
         write_json(self.run_dir / HISTORY, self.history)
         if time.monotonic() - self.plotted_at > PLOT_EVERY_S:  # drawing costs ~1 s: not after every epoch
@@ -270,15 +270,18 @@ class Trainer:
             raise UserError(f"The monitored metric {self.cfg.monitor!r} is not among {', '.join(known)}.{hint}")
         return record
 
-    def _update_best(self, record: dict[str, Any], state: dict[str, Any]) -> None:
-        """Early-stopping counter, best_model.pt and the best-k checkpoints, from this epoch's metric."""
+    def _update_best(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Early-stopping counter, best_model.pt and the best-k checkpoints, from this epoch's metric.
+
+        Returns the end-of-epoch state (with the updated early-stopping state) for `checkpoint_last.pt`.
+        """
         c, epoch = self.cfg, record["epoch"]
         verdict = self.best.update(float(record[c.monitor]), epoch, c.mode, c.min_delta, c.patience, c.keep_best)
+        state = self._state()
         if verdict.improved:
             ckpt_io.save_weights(self.run_dir / ckpt_io.BEST_MODEL, self.model)
         for old in verdict.evicted:
             (self.run_dir / BEST_K.format(epoch=old)).unlink(missing_ok=True)
-        state["best"] = asdict(self.best)
         if verdict.keep:
             ckpt_io.save(self.run_dir / BEST_K.format(epoch=epoch), state)
         if verdict.stop:
@@ -289,6 +292,7 @@ class Trainer:
                 self.best.value,
                 self.best.epoch,
             )
+        return state
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -18,6 +18,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out `fig`, write it to `path` as PNG (atomically) and free it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Loss and accuracy per epoch, train against validation, written to `path` (PNG).
 
@@ -42,11 +51,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path) -> Path:
@@ -68,8 +73,4 @@ def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str
         for j in range(m.shape[1]):
             share = m[i, j] / row_sums[i, 0] if row_sums[i, 0] else 0.0
             ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", color="white" if share > 0.5 else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
