@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from edgekit.paths import shared_dir
 
-
-def _shared() -> Path | None:
-    p = Path(os.environ.get("EDGEKIT_SHARED", REPO / ".." / "shared"))
-    return p.resolve() if p.is_dir() else None
+SHARED = shared_dir()
+"""Looked up once, the way edgekit itself finds it ($EDGEKIT_SHARED, else ../shared)."""
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The shared data folder ($EDGEKIT_SHARED, default ../shared beside the repository)."""
-    p = _shared()
-    if p is None:
+    if SHARED is None:
         pytest.skip("shared data folder not found: set EDGEKIT_SHARED or put it at ../shared")
-    return p
+    return SHARED
 
 
 @pytest.fixture(scope="session")
@@ -53,5 +49,5 @@ def imagenet_weights(shared: Path) -> Path:
 def _isolated_models(tmp_path, monkeypatch):
     """Bundles written by a test go to its own tmp folder, never to the repository's models/."""
     monkeypatch.setenv("EDGEKIT_MODELS", str(tmp_path / "models"))
-    if _shared() is not None:
-        monkeypatch.setenv("EDGEKIT_SHARED", str(_shared()))
+    if SHARED is not None:
+        monkeypatch.setenv("EDGEKIT_SHARED", str(SHARED))
