@@ -67,6 +67,8 @@ def test_manifest_rejects_unknown_fields_and_bad_task(tmp_path):
     (b.path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match="task"):
         Bundle.load(b.path)
+    with pytest.raises(UserError, match="not a valid manifest: task: "):  # names the field, not just the path
+        Bundle.load(b.path)
 
 
 def test_add_file_updates_manifest_atomically(tmp_path):

@@ -47,6 +47,10 @@ def test_threshold_is_inclusive_and_peak_is_reported():
     assert det.update(0.5, 0.08) is None
     hit = det.update(0.7, 0.16)
     assert hit is not None and hit.score == 0.7 and hit.peak == 0.7
+    falling = Detector(DetectorConfig(threshold=0.5, patience=3))  # the peak is the run's, not the firing frame's
+    assert falling.update(0.9, 0.08) is None and falling.update(0.6, 0.16) is None
+    hit = falling.update(0.55, 0.24)
+    assert hit is not None and hit.score == 0.55 and hit.peak == 0.9
 
 
 @pytest.mark.parametrize("bad", [dict(threshold=1.5), dict(patience=0), dict(refractory_s=-1)])
