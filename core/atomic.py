@@ -25,7 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the file the mode an ordinary open() would (the device service runs as
     # another user and must read bundles and .env files).
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -41,6 +41,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()
+"""Read once at import: os.umask can only be read by setting it, which would race with other threads'
+file creation (the device service writes from several threads)."""
 
 
 def _fsync_dir(folder: Path) -> None:
