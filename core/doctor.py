@@ -1,6 +1,6 @@
 """`edgekit doctor`: what is installed here and whether it is usable.
 
-One table of checks; each check is a small function returning (ok, detail). A check never raises:
+One table of checks; each check is a small function returning (status, detail). A check never raises:
 a broken install is something to report, not a crash.
 """
 
@@ -30,7 +30,7 @@ class Check:
     needed_for: str
 
 
-def _version(module: str) -> tuple[str, object | None]:
+def _import(module: str) -> tuple[str, object | None]:
     try:
         mod = importlib.import_module(module)
     except ImportError:
@@ -45,7 +45,7 @@ def check_python() -> tuple[str, str]:
 
 
 def check_torch() -> tuple[str, str]:
-    status, torch = _version("torch")
+    status, torch = _import("torch")
     if torch is None:
         return status, "pip install 'edgekit[train]' (torch==2.13.0)"
     detail = f"torch {torch.__version__}"
@@ -61,14 +61,14 @@ def check_torch() -> tuple[str, str]:
 
 
 def check_onnxruntime() -> tuple[str, str]:
-    status, ort = _version("onnxruntime")
+    status, ort = _import("onnxruntime")
     if ort is None:
         return status, "pip install onnxruntime"
     return OK, f"{ort.__version__}; providers: {', '.join(ort.get_available_providers())}"
 
 
 def check_tflite() -> tuple[str, str]:
-    status, mod = _version("ai_edge_litert.interpreter")
+    status, mod = _import("ai_edge_litert.interpreter")
     if mod is None:
         return status, "pip install ai-edge-litert"
     from importlib.metadata import version
@@ -77,7 +77,7 @@ def check_tflite() -> tuple[str, str]:
 
 
 def check_openwakeword() -> tuple[str, str]:
-    status, oww = _version("openwakeword")
+    status, oww = _import("openwakeword")
     if oww is None:
         return status, "pip install openwakeword==0.6.0"
     from edgekit.paths import openwakeword_assets
@@ -122,7 +122,7 @@ def check_docker() -> tuple[str, str]:
 
 def _module(module: str, hint: str) -> Callable[[], tuple[str, str]]:
     def run() -> tuple[str, str]:
-        status, mod = _version(module)
+        status, mod = _import(module)
         if mod is None:
             return status, hint
         return OK, str(getattr(mod, "__version__", "installed"))

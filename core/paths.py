@@ -12,7 +12,8 @@ MODELS_ENV = "EDGEKIT_MODELS"
 
 
 def shared_dir(required: bool = False) -> Path | None:
-    """The shared data folder: `$EDGEKIT_SHARED`, else `../shared` from the working directory.
+    """The shared data folder: `$EDGEKIT_SHARED`, else `../shared` from the working directory or from the
+    source checkout; the first of them holding `DATA.md` or `assets/`.
 
     Args:
         required: raise a `UserError` when it is not there, instead of returning None.
