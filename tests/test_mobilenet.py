@@ -58,6 +58,8 @@ def test_keras_padding_pads_after_on_even_and_both_sides_on_odd() -> None:
     fk, ft = keras.features(x), torch_pad.features(x)
     assert fk.shape == ft.shape == (1, 1280, 3, 3)
     assert (fk - ft).abs().mean() > 0.1 * ft.abs().mean()  # same weights, a different function
+    with pytest.raises(UserError, match="use one of: keras, torch"):
+        mobilenet.build(6, padding="same")
 
 
 def test_shared_weights_see_bottles_in_glass_photos(imagenet_weights: Path, waste_mini: Path) -> None:

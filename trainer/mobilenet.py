@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,9 @@ from edgekit.errors import UserError
 log = logging.getLogger(__name__)
 
 Padding = Literal["keras", "torch"]
-PADDINGS: dict[str, str] = {
-    "torch": "symmetric 1/1 padding (torchvision checkpoints)",
-    "keras": "TensorFlow 'same' padding on stride-2 convs (weights converted from Keras)",
-}
+"""keras: TensorFlow 'same' padding on stride-2 convs (weights converted from Keras); torch: symmetric 1/1
+padding (torchvision checkpoints)."""
+PADDINGS: tuple[str, ...] = get_args(Padding)
 
 TORCHVISION_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 """torchvision's official ImageNet checkpoint (IMAGENET1K_V1, top-1 71.9%)."""
