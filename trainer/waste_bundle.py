@@ -52,12 +52,13 @@ def joined_history(results: list[FitResult]) -> list[dict[str, Any]]:
     return out
 
 
-def evaluation_report(prep: Prepared, pred: np.ndarray, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+def evaluation_report(prep: Prepared, pred: np.ndarray) -> dict[str, Any]:
+    """Per-class metrics of `pred` on the validation split, the verdict, and the files left out."""
     from edgekit.trainer.metrics import classification_report
 
     report = classification_report(prep.y[prep.split.val], pred, prep.labels)
     word, advice = verdict(report["accuracy"])
-    report.update(verdict=word, advice=advice, skipped_files=[{"file": f, "reason": r} for f, r in skipped])
+    report.update(verdict=word, advice=advice, skipped_files=[{"file": f, "reason": r} for f, r in prep.skipped])
     return report
 
 
@@ -68,7 +69,7 @@ def write_bundle(cfg: WasteConfig, prep: Prepared, model: Any, style: WeightStyl
 
     from edgekit.trainer.plots import plot_confusion, plot_curves
 
-    report = evaluation_report(prep, pred, prep.skipped)
+    report = evaluation_report(prep, pred)
     history = joined_history(results)
     w = BundleWriter(cfg.output)
     try:
