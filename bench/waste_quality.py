@@ -42,6 +42,7 @@ def _run(label: str, weights: str, args: argparse.Namespace, work: Path) -> dict
 
 
 def main() -> int:
+    from edgekit import atomic
     from edgekit.paths import shared_dir
 
     shared = shared_dir(required=True)
@@ -77,7 +78,7 @@ def main() -> int:
         ratio = rows[0]["val_accuracy"] / max(rows[1]["val_accuracy"], 1e-9)
         console.print(f"pretrained / scratch accuracy ratio: {ratio:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic.write_json(args.json, rows)
     pre = [r for r in rows if r["run"] == "pretrained"]
     return 0 if not pre or pre[0]["val_accuracy"] >= TARGET else 1
 
