@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import atomic
-from edgekit.edge.detector import FRAME_S, DetectorConfig
-
-_EPS = 1e-9
-"""The same slack `Detector` allows on the refractory comparison."""
+from edgekit.edge.detector import FRAME_S, REFRACTORY_SLACK_S, DetectorConfig
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ def fire_frames(runs: tuple[np.ndarray, np.ndarray], n_frames: int, config: Dete
     a run fires at most once.
     """
     times = (np.arange(n_frames) + 1) * config.frame_s  # the same float expression as run_detector
-    limit = config.refractory_s - _EPS
+    limit = config.refractory_s - REFRACTORY_SLACK_S
     last, fired = -math.inf, []
     for start, end in zip(*runs, strict=True):
         i = start + config.patience - 1
