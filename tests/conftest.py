@@ -29,12 +29,23 @@ def oww_dir(shared: Path) -> Path:
     return p
 
 
+def _data(shared: Path, name: str) -> Path:
+    p = shared / "data" / name
+    if not p.is_dir():
+        pytest.skip(f"{name} not found in {p}")
+    return p
+
+
 @pytest.fixture(scope="session")
 def waste_mini(shared: Path) -> Path:
-    p = shared / "data" / "waste-mini"
-    if not p.is_dir():
-        pytest.skip(f"waste-mini not found in {p}")
-    return p
+    """TrashNet subset: 6 classes x 60 photos."""
+    return _data(shared, "waste-mini")
+
+
+@pytest.fixture(scope="session")
+def har_mini(shared: Path) -> Path:
+    """Smartphone activity recordings, one CSV per recording."""
+    return _data(shared, "har-mini")
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ BASIC = "WALKING,WALKING_UPSTAIRS,WALKING_DOWNSTAIRS,SITTING,STANDING,LAYING"
 
 
 @pytest.fixture(scope="module")
-def har_mini(shared: Path) -> Path:
-    p = shared / "data" / "har-mini"
-    if not p.is_dir():
-        pytest.skip(f"har-mini not found in {p}")
-    return p
-
-
-@pytest.fixture(scope="module")
 def trained(har_mini: Path, tmp_path_factory: pytest.TempPathFactory):
     """(bundle, printed output) of a small LSTM trained on people 01, 03, 05, 07; 08 validates, 06 tests."""
     import torch
