@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgekit.bundle import Preprocess
 from edgekit.errors import UserError
@@ -40,6 +40,9 @@ def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:
         except (UnidentifiedImageError, OSError) as e:
             where = "the image bytes" if isinstance(image, bytes) else str(image)
             raise UserError(f"Could not read {where} as an image ({e}).")
+        # Phones store portrait photos sideways with an EXIF orientation tag; training, the export gate,
+        # calibration and the device all decode here, so all of them see the photo upright.
+        img = ImageOps.exif_transpose(img)
     mode = "RGB" if color == "BGR" else color
     return img.convert(mode) if img.mode != mode else img
 

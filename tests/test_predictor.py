@@ -210,3 +210,21 @@ def test_eval_without_the_pytorch_checkpoint_still_scores(tiny, tmp_path):
     [r] = eval_bundle(EvalConfig(bundle=str(copy), formats=["onnx"], latency_runs=1))
     assert r.agreement is None and r.drop is None
     assert r.accuracy == next(e for e in bundle.manifest.files.values() if e.format == "onnx").gate["accuracy"]
+
+
+def test_exif_orientation_is_applied_once_for_every_user(tmp_path):
+    """A phone photo stored sideways with an EXIF tag decodes upright (training and device share this)."""
+    from PIL import Image
+
+    from edgekit.edge.preprocess import load_image
+
+    sideways = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    path = tmp_path / "phone.jpg"
+    sideways.save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+    assert load_image(path.read_bytes()).size == (20, 40)
+    plain = tmp_path / "plain.jpg"
+    sideways.save(plain)
+    assert load_image(plain).size == (40, 20)

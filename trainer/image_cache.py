@@ -1,6 +1,6 @@
 """Decode and resize every image once; keep the pixels as a uint8 memory-mapped array on disk.
 
-One store per target size, `<cache>/images-<H>x<W>/`: `pixels.u8` holds rows of H*W*3 bytes (RGB,
+One store per target size, `<cache>/images-v<N>-<H>x<W>/`: `pixels.u8` holds rows of H*W*3 bytes (RGB,
 HWC) appended as new images arrive, and `index.json` maps each image's content hash to its row, so a
 renamed or copied photo is not decoded again and an edited one is. Later epochs and later runs read
 the memmap; no JPEG is decoded twice. Files that fail to decode are remembered with the reason.
@@ -34,6 +34,10 @@ _CHUNK = 128
 """Images decoded per append: bounds memory on datasets of any size."""
 
 
+DECODE_VERSION = 2
+"""Bump when `decode` changes (2: EXIF orientation applied by edge.preprocess), so old rows are not reused."""
+
+
 def cache_dir() -> Path:
     """`$EDGEKIT_CACHE`, else `.cache/edgekit` in the working directory."""
     return Path(os.environ.get(CACHE_ENV) or Path(".cache") / "edgekit")
@@ -48,7 +52,8 @@ def content_hash(path: Path) -> str:
 
 
 def decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image as uint8 RGB HWC, stretched to `size` = (H, W) with PIL bilinear, as the device does."""
+    """An image as uint8 RGB HWC (upright per EXIF), stretched to `size` = (H, W) with PIL bilinear, as the
+    device does."""
     from PIL import Image
 
     from edgekit.edge.preprocess import load_image
@@ -99,7 +104,7 @@ class ImageCache:
 
     def __init__(self, size: tuple[int, int], root: Path | None = None, workers: int | None = None):
         self.size = (int(size[0]), int(size[1]))
-        self.dir = (root or cache_dir()) / f"images-{self.size[0]}x{self.size[1]}"
+        self.dir = (root or cache_dir()) / f"images-v{DECODE_VERSION}-{self.size[0]}x{self.size[1]}"
         self.workers = workers or min(8, 2 * (os.cpu_count() or 1))
         self.row_bytes = self.size[0] * self.size[1] * 3
 
