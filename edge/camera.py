@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.edge.preprocess import IMAGE_SUFFIXES
 from edgekit.edge.sources import SourceSpec, optional_module, pick
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CAPTURE_SIZE = (640, 480)
 
 

@@ -22,7 +22,7 @@ from edgekit.errors import UserError
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-"""What `labeled_folder` reads: the suffixes `edgekit train waste` trains on (`trainer.images.IMAGE_EXTS`)."""
+"""Photo suffixes read everywhere: training, `labeled_folder` (eval, calibration) and the folder camera."""
 
 
 def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:

@@ -16,11 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.edge.preprocess import IMAGE_SUFFIXES
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = frozenset(IMAGE_SUFFIXES)
+"""What training reads: the same suffixes as evaluation, calibration and the device."""
 CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MIN_PER_CLASS = 100
 MIN_TOTAL = 500
