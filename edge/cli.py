@@ -12,10 +12,6 @@ import typer
 from edgekit.errors import UserError
 
 
-def _not_built(what: str) -> None:
-    raise UserError(f"`edgekit {what}` is not built yet.")
-
-
 def _numbers(text: str, option: str) -> list[float]:
     """A comma list of numbers from an option, or a `UserError` naming the option."""
     try:

@@ -12,10 +12,6 @@ import typer
 from edgekit.errors import UserError
 
 
-def _not_built(what: str) -> None:
-    raise UserError(f"`edgekit {what}` is not built yet.")
-
-
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     data, train = groups["data"], groups["train"]
 
