@@ -46,11 +46,18 @@ def onnx_of(model: str, tmp: Path) -> tuple[Path, dict, str]:
 
 
 def stream(oww, audio: np.ndarray) -> np.ndarray:
-    """openwakeword scores, one per 80 ms frame, for int16 `audio` (model state reset first)."""
+    """openwakeword scores, one per 80 ms frame, for int16 `audio`, from the state the device starts in.
+
+    `oww.reset()` refills the feature history with random noise, which scores like a wake word on the
+    first second; `silence_history` restores the silent start that `make_model` and the device use.
+    """
+    from edgekit.edge.oww import silence_history
+    from edgekit.edge.wakeword import score_stream
+
     oww.reset()
-    n = len(audio) // FRAME
-    name = next(iter(oww.models))
-    return np.array([oww.predict(audio[i * FRAME:(i + 1) * FRAME])[name] for i in range(n)], dtype=np.float32)
+    silence_history(oww)
+    frames = (audio[i * FRAME:(i + 1) * FRAME] for i in range(len(audio) // FRAME))
+    return next(iter(score_stream(oww, frames).values()))
 
 
 def load_folder(folders: list[str]) -> list[np.ndarray]:

@@ -77,9 +77,14 @@ def _export_onnx(bundle, capsys) -> Path:
 
 
 def _stream(oww, audio: np.ndarray) -> np.ndarray:
+    """Scores per 80 ms frame from the device's start state (reset, then a silent feature history)."""
+    from edgekit.edge.oww import silence_history
+    from edgekit.edge.wakeword import score_stream
+
     oww.reset()
+    silence_history(oww)  # reset() alone refills the history with random noise, unlike the device
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-    return np.array([oww.predict(pcm[i:i + 1280])["computer"] for i in range(0, len(pcm) - 1279, 1280)])
+    return score_stream(oww, (pcm[i:i + 1280] for i in range(0, len(pcm) - 1279, 1280)))["computer"]
 
 
 def _held_out_positives(tmp_path: Path, n: int) -> list[np.ndarray]:
