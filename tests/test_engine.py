@@ -163,6 +163,23 @@ def test_oom_gives_up_after_max_retries(tmp_path):
     assert hook.calls == 3 and hook.sizes == [8, 4, 2]
 
 
+def test_a_nan_loss_stops_training_with_a_clear_message(tmp_path, monkeypatch):
+    """Without AMP the first non-finite loss ends the run (with AMP: a run of them, see loop.MAX_NONFINITE_STEPS)."""
+    real = worker.step_fn
+
+    def poisoned(model, batch):
+        out = real(model, batch)
+        poisoned.calls += 1
+        if poisoned.calls == 5:
+            out.loss = out.loss * float("nan")
+        return out
+
+    poisoned.calls = 0
+    monkeypatch.setattr(worker, "step_fn", poisoned)
+    with pytest.raises(TrainingFailed, match="loss became nan at epoch 1, step 5"):
+        worker.run(tmp_path)
+
+
 class _CrashAt:
     def __init__(self, step: int):
         self.step = step

@@ -187,7 +187,8 @@ class FitResult:
 
 
 class TrainingFailed(UserError):
-    """Training cannot go on (out of memory after every retry, loss became NaN)."""
+    """Training cannot go on (out of memory after every retry; a NaN/inf loss, at once without AMP or
+    after `loop.MAX_NONFINITE_STEPS` steps in a row with it)."""
 
 
 class TrainingInterrupted(UserError):

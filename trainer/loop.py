@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 PLOT_EVERY_S = 60.0
 
 
+MAX_NONFINITE_STEPS = 32
+"""Consecutive non-finite AMP steps before giving up (the scaler has then divided its scale by 2**32)."""
+
+
 @dataclass
 class _Sums:
     loss: float = 0.0
@@ -91,6 +95,7 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.epoch = self.samples_done = self.global_step = 0
+        self.nonfinite_run = 0
         self.batch_size = cfg.batch_size
         self.best, self.sums, self.history = BestTracker(), _Sums(), []
         self.oom_retries = 0
@@ -200,7 +205,10 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             out = self.step_fn(self.model, batch)
         loss = float(out.loss.detach())
-        if not math.isfinite(loss) and not self.amp:
+        # With AMP an fp16 overflow now and then is normal (the scaler skips the step and lowers its scale);
+        # a loss that stays non-finite for MAX_NONFINITE_STEPS steps in a row will not recover.
+        self.nonfinite_run = 0 if math.isfinite(loss) else self.nonfinite_run + 1
+        if self.nonfinite_run > (MAX_NONFINITE_STEPS if self.amp else 0):
             raise TrainingFailed(
                 f"The training loss became {loss} at epoch {self.epoch + 1}, step "
                 f"{self.global_step + 1}; lower the learning rate or check the data."
