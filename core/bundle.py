@@ -181,6 +181,14 @@ class Bundle:
             )
         return cls(path, manifest)
 
+    @classmethod
+    def containing(cls, path: str | os.PathLike, levels: int = 3) -> Bundle | None:
+        """The bundle a model file sits in (its folder or up to `levels` folders above), or None."""
+        for parent in list(Path(path).resolve().parents)[:levels]:
+            if (parent / MANIFEST).is_file():
+                return cls.load(parent)
+        return None
+
     @property
     def name(self) -> str:
         return self.manifest.name

@@ -86,9 +86,9 @@ def _find_bundle(path: Path) -> tuple[Any, Path | None]:
     if path.is_dir():
         return Bundle.load(path), None
     if path.is_file():
-        for parent in list(path.resolve().parents)[:3]:  # the model sits in its bundle, maybe a subfolder
-            if (parent / MANIFEST).is_file():
-                return Bundle.load(parent), path.resolve()
+        bundle = Bundle.containing(path)  # the model sits in its bundle, maybe a subfolder
+        if bundle is not None:
+            return bundle, path.resolve()
         raise UserError(f"Setting MODEL_PATH names {path}, which is not inside a bundle (no {MANIFEST} above it).")
     raise UserError(f"Setting MODEL_PATH names {path}, which does not exist.")
 

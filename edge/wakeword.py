@@ -74,9 +74,8 @@ def resolve_models(paths: list[Path], framework: str) -> list[WakewordModel]:
             out.append(WakewordModel(f, f"{b.name}/{b.version}", dict(b.manifest.thresholds)))
         elif p.is_file():
             # A deployed release keeps the bundle's manifest beside the model: report its name/version.
-            home = next((d for d in list(p.resolve().parents)[:3] if (d / MANIFEST).is_file()), None)
-            if home is not None:
-                b = Bundle.load(home)
+            b = Bundle.containing(p)
+            if b is not None:
                 out.append(WakewordModel(p, f"{b.name}/{b.version}", dict(b.manifest.thresholds)))
             else:
                 out.append(WakewordModel(p, f"{p.stem}/{atomic.sha256_file(p)[:12]}"))

@@ -97,3 +97,13 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.env").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_bundle_containing_a_model_file(tmp_path):
+    b = _make(tmp_path)
+    (b.path / "sub").mkdir()
+    (b.path / "sub" / "m.onnx").write_bytes(b"x")
+    assert Bundle.containing(b.path / "model.pt").path == b.path
+    assert Bundle.containing(b.path / "sub" / "m.onnx").path == b.path
+    (tmp_path / "loose.onnx").write_bytes(b"x")
+    assert Bundle.containing(tmp_path / "loose.onnx") is None
