@@ -16,11 +16,13 @@ from pathlib import Path
 from edgekit import atomic
 from edgekit.bundle import MANIFEST, Bundle
 from edgekit.errors import UserError
+from edgekit.trainer.formats import FORMATS
 
 META = ".release.json"
 # Preference when --format is not given: int8 first (what a Pi runs fastest), TFLite before ONNX.
 FORMAT_ORDER = ("tflite-int8", "onnx-int8", "tflite", "onnx")
-FRAMEWORK = {"onnx": "onnx", "onnx-int8": "onnx", "tflite": "tflite", "tflite-int8": "tflite"}
+# The device runtime (MODEL_FRAMEWORK) of each deployable format, from the exporter's format table.
+FRAMEWORK = {name: f.runtime for name, f in FORMATS.items()}
 
 
 @dataclass
