@@ -95,11 +95,10 @@ def _sequences(paths: list[Path], n_chunks: int, rng: np.random.Generator) -> li
     return out
 
 
-def _user_chunks(files: list[Path], rng: np.random.Generator) -> tuple[list[Recipe], list[Recipe]]:
-    """10 s pieces of the user's negative audio; every fifth file is held out for validation."""
+def _user_chunks(lengths: dict[Path, int], rng: np.random.Generator) -> tuple[list[Recipe], list[Recipe]]:
+    """10 s pieces of the user's negative audio (file → samples); every fifth file is held out for validation."""
     train, val = [], []
-    for i, f in enumerate(files):
-        n = len(negatives.read_audio(f))
+    for i, (f, n) in enumerate(lengths.items()):
         for start in range(0, max(n - CHUNK // 4, 1), CHUNK):
             (val if i % 5 == 4 else train).append(Recipe("file", (str(f),), CHUNK, start, int(rng.integers(2**31))))
     return train, val
@@ -113,9 +112,8 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
     src.models()  # a clear error now if the feature models are missing
     engines = tts.select_engines(d.engines, d.lang, d.piper_voices)
     voices = tts.voice_set(engines, d.lang, d.piper_voices, d.val_fraction, cfg.seed)
-    user_files = negatives.audio_files(d.negatives)
-    for f in user_files:
-        negatives.read_audio(f)  # unreadable files fail here, before any long work
+    # read once here: unreadable files fail before any long work, and the lengths place the chunks
+    user_lengths = {f: len(negatives.read_audio(f)) for f in negatives.audio_files(d.negatives)}
     utts = _utterances(cfg, voices)
     steps = _Steps()
     stats: dict = {"engines": engines, "voices_train": voices.count("train"), "voices_val": voices.count("val")}
@@ -126,7 +124,7 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         stats["tts"] = {"clips": len(all_utts), "new": new, "seconds": round(dt, 1),
                         "clips_per_s": round(new / dt, 1) if new and dt > 0 else None}
         by_key = dict(zip((u.key for u in all_utts), paths, strict=True))
-        sets = _recipes(cfg, {k: [by_key[u.key] for u in v] for k, v in utts.items()}, user_files)
+        sets = _recipes(cfg, {k: [by_key[u.key] for u in v] for k, v in utts.items()}, user_lengths)
         mix = MixSpec(tuple(str(p) for p in negatives.audio_files(d.background)), tuple(d.snr_db),
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed)
         feats: dict[str, np.ndarray] = {}
@@ -181,7 +179,8 @@ def _rir_file(cfg: WakewordConfig, cache: Path) -> Path:
     return cache / "rirs" / f"rirs-{n}-{cfg.seed}.npz"
 
 
-def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]], user_files: list[Path]) -> dict[str, list[Recipe]]:
+def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]],
+             user_lengths: dict[Path, int]) -> dict[str, list[Recipe]]:
     d = cfg.data
 
     def rng(name: str) -> np.random.Generator:  # one generator per set: adding a set keeps the others' caches
@@ -189,7 +188,7 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]], user_files: list
 
     n_speech = int(round(d.speech_minutes * 6))
     n_noise = int(round(d.noise_minutes * 6))
-    user_train, user_val = _user_chunks(user_files, rng("user"))
+    user_train, user_val = _user_chunks(user_lengths, rng("user"))
     n_val_chunks = max(6, int(round((n_speech + n_noise) * d.val_fraction)))
     sets = {
         "positives": _place(clips["pos"], CLIP, CLIP, rng("positives")),
@@ -213,7 +212,7 @@ def _assemble(feats: dict[str, np.ndarray], stats: dict) -> WakewordData:
     neg_parts += [w(feats["noise"], stride=4)] if "noise" in feats else []
     data = WakewordData(
         x_pos=np.ascontiguousarray(feats["positives"]),
-        x_neg=np.concatenate(neg_parts).astype(np.float32),
+        x_neg=np.concatenate(neg_parts).astype(np.float32, copy=False),
         val_pos=np.asarray(feats["val_positives"]),
         val_stream=np.asarray(feats["val_stream"]),
         val_near=np.asarray(feats.get("val_near_misses", np.zeros((0, 28, 96), np.float32))),

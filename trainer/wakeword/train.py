@@ -31,7 +31,7 @@ class WindowData:
     """Feature windows for the engine: balanced draws of positives and negatives."""
 
     def __init__(self, data: WakewordData):
-        self.x = np.concatenate([data.x_pos, data.x_neg]).astype(np.float32)
+        self.x = np.concatenate([data.x_pos, data.x_neg]).astype(np.float32, copy=False)
         self.y = np.concatenate([np.ones(len(data.x_pos)), np.zeros(len(data.x_neg))]).astype(np.float32)
         n_pos, n_neg = len(data.x_pos), len(data.x_neg)
         self.sample_weights = np.where(self.y > 0, 0.5 / n_pos, 0.5 / n_neg)
