@@ -80,11 +80,11 @@ def check_openwakeword() -> tuple[str, str]:
     status, oww = _import("openwakeword")
     if oww is None:
         return status, "pip install openwakeword==0.6.0"
-    from edgekit.paths import openwakeword_assets
+    from edgekit.paths import FEATURE_DIR_ENV, openwakeword_assets
 
     folder = openwakeword_assets()
     if folder is None or not (folder / "melspectrogram.onnx").exists():
-        return MISSING, "feature models not found: set EDGEKIT_OWW_MODELS or run openwakeword.utils.download_models()"
+        return MISSING, f"feature models not found: set {FEATURE_DIR_ENV} or run openwakeword.utils.download_models()"
     return OK, f"feature models in {folder}"
 
 

@@ -9,6 +9,8 @@ from edgekit.errors import UserError
 
 SHARED_ENV = "EDGEKIT_SHARED"
 MODELS_ENV = "EDGEKIT_MODELS"
+FEATURE_DIR_ENV = "EDGEKIT_FEATURE_DIR"
+"""openWakeWord's feature-model folder: one name for the trainer, calibration and the device service."""
 
 
 def shared_dir(required: bool = False) -> Path | None:
@@ -32,7 +34,7 @@ def shared_dir(required: bool = False) -> Path | None:
 
 def openwakeword_assets() -> Path | None:
     """The folder with openWakeWord's feature models (melspectrogram, embedding), if there is one."""
-    env = os.environ.get("EDGEKIT_OWW_MODELS")
+    env = os.environ.get(FEATURE_DIR_ENV)
     if env:
         return Path(env)
     s = shared_dir()

@@ -64,3 +64,13 @@ def test_unknown_option_is_a_usage_error():
     out = edgekit("train", "waste", "--no-such-option")
     assert out.returncode == 2
     assert "No such option" in out.stderr
+
+
+def test_one_variable_names_the_feature_model_folder(tmp_path, monkeypatch):
+    """The trainer, doctor and calibration find openWakeWord's models where the device service does."""
+    from edgekit.edge.settings import EdgeSettings
+    from edgekit.paths import FEATURE_DIR_ENV, openwakeword_assets
+
+    monkeypatch.setenv(FEATURE_DIR_ENV, str(tmp_path))
+    assert openwakeword_assets() == tmp_path
+    assert EdgeSettings().feature_dir == tmp_path

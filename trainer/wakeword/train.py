@@ -148,7 +148,7 @@ def train_wakeword(cfg: WakewordConfig, oww_folder: Path | None = None) -> Bundl
 
     folder = oww_folder or openwakeword_assets()
     if folder is None:
-        raise UserError("openWakeWord feature models were not found; set EDGEKIT_OWW_MODELS to their folder "
+        raise UserError("openWakeWord feature models were not found; set EDGEKIT_FEATURE_DIR to their folder "
                         "or run `python -c 'import openwakeword.utils as u; u.download_models()'`.")
     data = build(cfg, Path(folder))
     log.info("%d positive and %d negative windows for training; %d held-out positives, %.1f min of "
