@@ -31,6 +31,7 @@ data:
   n_words: 120
   speech_minutes: 1.5
   noise_minutes: 2
+  sound_minutes: 1
   engines: [espeak-ng]
 detector: {patience: 2}
 seed: 3

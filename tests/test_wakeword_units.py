@@ -34,6 +34,8 @@ def test_yaml_with_the_seed_keys_and_cli_overrides(tmp_path):
     ("data:\n  phrases: [hola]\n  langs: es\n", {}, "data.langs"),
     ("model:\n  sample_rate: 8000\n", {"data": {"phrases": ["x"]}}, "model.sample_rate"),
     ("data:\n  phrases: [hola]\n", {"data": {"negatives": ["/no/such/folder"]}}, "does not exist"),
+    ("data:\n  phrases: [hola]\n  speed: [1.2, 0.8]\n", {}, "data.speed: .*runs backwards"),
+    ("data:\n  phrases: [hola]\n  speed: [0, 1]\n", {}, "data.speed: .*above 0"),
 ])
 def test_bad_config_is_one_sentence(tmp_path, yaml_text, overrides, message):
     y = tmp_path / "c.yaml"
@@ -145,3 +147,57 @@ def test_heads_take_openwakeword_windows_and_give_probabilities(arch):
         p, logits = model(x), model.logits(x)
     assert p.shape == (5, 1) and torch.allclose(p, torch.sigmoid(logits))
     assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+
+
+def test_everyday_sounds_are_seeded_audible_and_mixed_under_clips():
+    from edgekit.trainer.wakeword import sounds
+    from edgekit.trainer.wakeword.augment import Mixer, MixSpec
+    from edgekit.trainer.wakeword.features import Recipe, render
+
+    n = 3 * 16000
+    for name, kind in sounds.SOUNDS.items():
+        a, b = kind.make(n, np.random.default_rng(1)), kind.make(n, np.random.default_rng(1))
+        assert a.shape == (n,) and np.isfinite(a).all() and np.array_equal(a, b), name
+        assert np.abs(a).max() > 0.05 and not np.array_equal(a, kind.make(n, np.random.default_rng(2))), name
+    x = sounds.scene(n, np.random.default_rng(0))
+    assert x.dtype == np.float32 and np.abs(x).max() == pytest.approx(1.0, abs=1e-4)
+    assert not Mixer.load(MixSpec()).sounds  # off unless asked for
+    mixer = Mixer.load(MixSpec(sound_share=1.0))
+    assert len(mixer.sounds) == Mixer.SOUND_SCENES
+    bg = mixer.background(n, np.random.default_rng(0))
+
+    def is_slice(part: np.ndarray, whole: np.ndarray) -> bool:
+        return any(np.array_equal(whole[i:i + len(part)], part) for i in np.flatnonzero(whole == part[0]))
+
+    assert any(is_slice(bg, s) for s in mixer.sounds)
+    audio = render(Recipe("sounds", (), 32000, 0, 5), mixer, {})
+    assert audio.dtype == np.int16 and len(audio) == 32000 and np.abs(audio).max() > 1000
+
+
+def test_final_head_is_the_mean_of_the_best_epochs(tmp_path):
+    import torch
+
+    from edgekit.trainer import checkpoint as ckpt_io
+    from edgekit.trainer.wakeword.dataset import WakewordData
+    from edgekit.trainer.wakeword.train import fit_head
+
+    rng = np.random.default_rng(0)
+    shift = np.zeros(96, np.float32)
+    shift[:8] = 1.5  # positives differ from negatives in a few embedding dimensions, as a learnable task
+
+    def feats(n: int, frames: int, pos: bool) -> np.ndarray:
+        return (rng.standard_normal((n, frames, 96)) + (shift if pos else 0)).astype(np.float32)
+
+    data = WakewordData(x_pos=feats(64, 16, True), x_neg=feats(256, 16, False), val_pos=feats(16, 28, True),
+                        val_stream=feats(4, 116, False), val_near=feats(0, 28, False), stats={})
+    cfg = load_config(None, overrides={"data": {"phrases": ["computer"]}, "model": {"width": 8},
+                                       "training": {"epochs": 4, "batch_size": 32, "average_best": 3,
+                                                    "device": "cpu"}})
+    model, result = fit_head(cfg, data, tmp_path / "run")
+    kept = sorted(tmp_path.glob("run/checkpoint_best_e*.pt"))
+    best3 = sorted(sorted(result.history, key=lambda r: r["val_score"])[:3], key=lambda r: r["epoch"])
+    assert [int(p.stem[-3:]) for p in kept] == [r["epoch"] for r in best3]
+    states = [ckpt_io.load(p)["model"] for p in kept]
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, sum(s[k] for s in states) / 3, atol=1e-6)
+    assert not all(torch.equal(v, states[0][k]) for k, v in model.state_dict().items())

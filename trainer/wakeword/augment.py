@@ -55,6 +55,8 @@ class MixSpec:
     reverb_probability: float = 0.5
     rir_file: str | None = None
     seed: int = 0
+    sound_share: float = 0.0
+    """Share of clips mixed over synthetic everyday sounds (`sounds.scene`) instead of noise."""
 
 
 @dataclass
@@ -64,7 +66,11 @@ class Mixer:
     spec: MixSpec
     backgrounds: list[np.ndarray] = field(default_factory=list)
     rirs: list[np.ndarray] = field(default_factory=list)
+    sounds: list[np.ndarray] = field(default_factory=list)
     _fx: object | None = None
+
+    SOUND_SCENES = 8
+    """30 s scenes of everyday sounds made once per worker, as a pool of backgrounds."""
 
     @classmethod
     def load(cls, spec: MixSpec) -> Mixer:
@@ -76,7 +82,13 @@ class Mixer:
         if spec.rir_file:
             with np.load(spec.rir_file) as z:
                 rirs = [z[k] for k in sorted(z.files, key=int)]
-        return cls(spec, bgs, rirs)
+        sounds = []
+        if spec.sound_share > 0:
+            from edgekit.trainer.wakeword.sounds import scene
+
+            sound_rng = np.random.default_rng(spec.seed + 11)
+            sounds = [scene(30 * SR, sound_rng) for _ in range(cls.SOUND_SCENES)]
+        return cls(spec, bgs, rirs, sounds)
 
     def _effects(self):
         if self._fx is None:
@@ -108,7 +120,8 @@ class Mixer:
         return out
 
     def background(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        bg = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        pool = self.sounds if self.sounds and rng.random() < self.spec.sound_share else self.backgrounds
+        bg = pool[int(rng.integers(len(pool)))]
         if len(bg) < n:
             bg = np.tile(bg, n // len(bg) + 1)
         start = int(rng.integers(len(bg) - n + 1))

@@ -55,6 +55,9 @@ class TrainingSection(_Strict):
     """AdamW weight decay."""
     negative_weight: float = Field(4.0, gt=0)
     """Loss weight of negative windows relative to positives (false accepts cost more)."""
+    average_best: int = Field(3, ge=1)
+    """Average the weights of this many best epochs (by validation score) into the final head: on real
+    recordings single epochs swing far more than the averaged weights do."""
     warmup_fraction: float = Field(0.1, gt=0, lt=1)
     """Share of the OneCycle schedule spent warming up."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -79,6 +82,10 @@ class DataSection(_Strict):
     """Minutes of ordinary TTS sentences as general negatives."""
     noise_minutes: float = Field(4.0, ge=0)
     """Minutes of synthetic white/pink/brown noise as negatives."""
+    sound_minutes: float = Field(6.0, ge=0)
+    """Minutes of synthetic everyday sounds (clatter, water, animal-like tones, hum, music) as negatives."""
+    sound_background: float = Field(0.5, ge=0, le=1)
+    """Share of clips mixed over synthetic everyday sounds instead of noise or `background` audio."""
     negatives: list[Path] = Field(default_factory=list)
     """Folders of the user's own negative audio (room recordings, Common Voice clips...)."""
     background: list[Path] = Field(default_factory=list)
@@ -89,6 +96,9 @@ class DataSection(_Strict):
     """Piper voice model files (.onnx); piper is used only when some are given."""
     val_fraction: float = Field(0.2, gt=0, lt=0.9)
     """Share of voices held out for validation (FRR is measured on voices never trained on)."""
+    speed: tuple[float, float] = (0.6, 1.25)
+    """Range of speaking-rate factors for the phrase, its near-misses and the lone words (sentences use
+    0.8-1.25): real speakers often say a wake word slowly, syllable by syllable."""
     snr_db: tuple[float, float] = (0.0, 25.0)
     """Range of signal-to-noise ratios when mixing speech into background."""
     reverb_probability: float = Field(0.5, ge=0, le=1)
@@ -97,6 +107,20 @@ class DataSection(_Strict):
     """Target false accepts per hour (the seed's name for it)."""
     target_fnr: float = Field(0.05, ge=0, le=1)
     """Target false-reject rate; reported against, the threshold is chosen by `target_fpr`."""
+
+    @field_validator("speed", "snr_db")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"the range {v[0]}..{v[1]} runs backwards")
+        return v
+
+    @field_validator("speed")
+    @classmethod
+    def _positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError("speaking rates must be above 0")
+        return v
 
     @field_validator("phrases")
     @classmethod
@@ -139,7 +163,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {
         "data": {"n_positive": 500, "n_adversarial": 250, "n_words": 250, "speech_minutes": 5.0,
-                 "noise_minutes": 1.0},
+                 "noise_minutes": 1.0, "sound_minutes": 1.5},
         "training": {"epochs": 20, "early_stopping_patience": 6},
     },
 }

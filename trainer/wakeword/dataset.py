@@ -5,12 +5,12 @@ Sets (all deterministic by seed):
   * near-misses (training voices): parts and phoneme edits of the phrase, placed the same way;
   * lone words (training voices): one or two everyday words, placed the same way;
   * speech: 10 s chunks of everyday sentences → every other window;
-  * noise, and the user's own negative audio: 10 s chunks → windows;
+  * noise, synthetic everyday sounds, and the user's own negative audio: 10 s chunks → windows;
   * validation positives (held-out voices): a 3 s clip whose first 2 s are aligned like a training
     positive, then 1 s more: 13 windows, scored as the device would stream them;
   * validation near-misses (held-out voices): placed like the validation positives; the share that
     fires is reported (they are far denser than in real speech, so they stay out of FA/h);
-  * validation stream (held-out voices): sentences, noise and held-out user audio, scored at every
+  * validation stream (held-out voices): sentences, noise, sounds and held-out user audio, scored at every
     80 ms frame for false accepts per hour.
 """
 
@@ -95,6 +95,10 @@ def _sequences(paths: list[Path], n_chunks: int, rng: np.random.Generator) -> li
     return out
 
 
+def _sound_chunks(n_chunks: int, rng: np.random.Generator) -> list[Recipe]:
+    return [Recipe("sounds", (), CHUNK, 0, int(rng.integers(2**31))) for _ in range(n_chunks)]
+
+
 def _user_chunks(lengths: dict[Path, int], rng: np.random.Generator) -> tuple[list[Recipe], list[Recipe]]:
     """10 s pieces of the user's negative audio (file → samples); every fifth file is held out for validation."""
     train, val = [], []
@@ -126,7 +130,8 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         by_key = dict(zip((u.key for u in all_utts), paths, strict=True))
         sets = _recipes(cfg, {k: [by_key[u.key] for u in v] for k, v in utts.items()}, user_lengths)
         mix = MixSpec(tuple(str(p) for p in negatives.audio_files(d.background)), tuple(d.snr_db),
-                      d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed)
+                      d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed,
+                      d.sound_background)
         feats: dict[str, np.ndarray] = {}
         digests: list[str] = []
         rendered = reused = 0
@@ -160,14 +165,17 @@ def _utterances(cfg: WakewordConfig, voices: tts.VoiceSet) -> dict[str, list[tts
     sents = corpus.sentences(d.lang, n_sent + max(8, int(n_sent * d.val_fraction)), _rng(cfg, "sentences"), exclude)
     n_adv_val = max(8, int(d.n_adversarial * d.val_fraction))
     lone = corpus.sentences(d.lang, max(d.n_words, 1), _rng(cfg, "words"), exclude, length=(1, 3))
+    def placed(texts: list[str], pool: dict[str, list[str]], n: int, salt: str) -> list[tts.Utterance]:
+        return tts.plan(texts, pool, n, _rng(cfg, salt), speed=d.speed)
+
     return {
-        "words": tts.plan(lone, voices.train, d.n_words, _rng(cfg, "words-plan")),
-        "pos": tts.plan(d.phrases, voices.train, d.n_positive, _rng(cfg, "pos")),
-        "pos_val": tts.plan(d.phrases, voices.val, n_val, _rng(cfg, "pos-val")),
-        "adv": tts.plan(phon, espeak, d.n_adversarial // 2, _rng(cfg, "adv-ph"))
-        + tts.plan(words, voices.train, d.n_adversarial - d.n_adversarial // 2, _rng(cfg, "adv-w")),
-        "adv_val": tts.plan(phon, espeak_val, n_adv_val // 2, _rng(cfg, "adv-ph-val"))
-        + tts.plan(words, voices.val, n_adv_val - n_adv_val // 2, _rng(cfg, "adv-w-val")),
+        "words": placed(lone, voices.train, d.n_words, "words-plan"),
+        "pos": placed(d.phrases, voices.train, d.n_positive, "pos"),
+        "pos_val": placed(d.phrases, voices.val, n_val, "pos-val"),
+        "adv": placed(phon, espeak, d.n_adversarial // 2, "adv-ph")
+        + placed(words, voices.train, d.n_adversarial - d.n_adversarial // 2, "adv-w"),
+        "adv_val": placed(phon, espeak_val, n_adv_val // 2, "adv-ph-val")
+        + placed(words, voices.val, n_adv_val - n_adv_val // 2, "adv-w-val"),
         "speech": tts.plan(sents[:n_sent], voices.train, n_sent, _rng(cfg, "speech")),
         "speech_val": tts.plan(sents[n_sent:], voices.val, len(sents) - n_sent, _rng(cfg, "speech-val")),
     }
@@ -188,6 +196,7 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]],
 
     n_speech = int(round(d.speech_minutes * 6))
     n_noise = int(round(d.noise_minutes * 6))
+    n_sounds = int(round(d.sound_minutes * 6))
     user_train, user_val = _user_chunks(user_lengths, rng("user"))
     n_val_chunks = max(6, int(round((n_speech + n_noise) * d.val_fraction)))
     sets = {
@@ -196,11 +205,13 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]],
         "words": _place(clips["words"], CLIP, CLIP, rng("words")),
         "speech": _sequences(clips["speech"], n_speech, rng("speech")),
         "noise": _sequences([], n_noise, rng("noise")),
+        "sounds": _sound_chunks(n_sounds, rng("sounds")),
         "user_negatives": user_train,
         "val_positives": _place(clips["pos_val"], VAL_CLIP, CLIP, rng("val_positives")),
         "val_near_misses": _place(clips["adv_val"], VAL_CLIP, CLIP, rng("val_near_misses")),
         "val_stream": _sequences(clips["speech_val"], n_val_chunks, rng("val_stream"))
-        + _sequences([], max(1, n_noise // 4), rng("val_noise")) + user_val,
+        + _sequences([], max(1, n_noise // 4), rng("val_noise")) + user_val
+        + _sound_chunks((n_sounds + 3) // 4, rng("val_sounds")),
     }
     return {k: v for k, v in sets.items() if v}
 
@@ -208,7 +219,7 @@ def _recipes(cfg: WakewordConfig, clips: dict[str, list[Path]],
 def _assemble(feats: dict[str, np.ndarray], stats: dict) -> WakewordData:
     w = features.windows
     neg_parts = [features.last_window(feats[k]) for k in ("near_misses", "words") if k in feats]
-    neg_parts += [w(feats[k], stride=2) for k in ("speech", "user_negatives") if k in feats]
+    neg_parts += [w(feats[k], stride=2) for k in ("speech", "sounds", "user_negatives") if k in feats]
     neg_parts += [w(feats["noise"], stride=4)] if "noise" in feats else []
     data = WakewordData(
         x_pos=np.ascontiguousarray(feats["positives"]),

@@ -22,6 +22,7 @@ from edgekit import atomic
 from edgekit.edge.oww import feature_models
 from edgekit.trainer.wakeword.augment import Mixer, MixSpec, to_int16
 from edgekit.trainer.wakeword.negatives import read_audio
+from edgekit.trainer.wakeword.sounds import scene
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class Recipe:
     """How to make one fixed-length clip.
 
     kind: `place` (clips[0] ending at `end`), `sequence` (clips one after another), `noise`
-    (background only) or `file` (clips[0] from sample `end`, as recorded).
+    (background only), `sounds` (synthetic everyday sounds over background) or `file` (clips[0] from
+    sample `end`, as recorded).
     """
 
     kind: str
@@ -67,6 +69,8 @@ def render(r: Recipe, mixer: Mixer, cache: dict[str, np.ndarray]) -> np.ndarray:
         return to_int16(mixer.sequence([clip(p) for p in r.clips], r.length, rng))
     if r.kind == "noise":
         return to_int16(mixer.mix(np.zeros(r.length, np.float32), rng))
+    if r.kind == "sounds":
+        return to_int16(mixer.mix(scene(r.length, rng), rng))
     if r.kind == "file":
         audio = clip(r.clips[0])[r.end:r.end + r.length]
         audio = np.pad(audio, (0, r.length - len(audio)))

@@ -125,10 +125,34 @@ def fit_head(cfg: WakewordConfig, data: WakewordData, run_dir: Path) -> tuple[An
         return Schedule(sched, "step")
 
     fc = FitConfig(epochs=t.epochs, batch_size=t.batch_size, patience=t.early_stopping_patience, seed=cfg.seed,
-                   device=t.device, grad_clip=1.0, monitor="val_score", mode="min", restore_best=True)
+                   device=t.device, grad_clip=1.0, monitor="val_score", mode="min", restore_best=True,
+                   keep_best=t.average_best)
     result = fit(model, WindowData(data), step_fn, eval_fn, make_optimizer, make_schedule, fc,
                  run_dir=run_dir, task_config=cfg.model_dump(mode="json"))
-    return model.cpu().eval(), result
+    model = model.cpu().eval()
+    average_best(model, run_dir)
+    return model, result
+
+
+def average_best(model: torch.nn.Module, run_dir: Path) -> list[int]:
+    """Load the mean of the kept best epochs' weights into `model`; returns those epochs (1-based).
+
+    With one kept epoch (or none, e.g. a run trained before) the model keeps the best epoch's weights.
+    """
+    import torch
+
+    from edgekit.trainer import checkpoint as ckpt_io
+
+    paths = sorted(run_dir.glob("checkpoint_best_e*.pt"))
+    if len(paths) < 2:
+        return []
+    states = [ckpt_io.load(p)["model"] for p in paths]
+    with torch.no_grad():
+        model.load_state_dict({k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+                               for k, v in states[0].items()})
+    epochs = [int(p.stem.rsplit("_e", 1)[1]) for p in paths]
+    log.info("final head: the mean of the weights of epochs %s", ", ".join(map(str, epochs)))
+    return epochs
 
 
 def arch_kwargs(cfg: WakewordConfig) -> dict[str, Any]:
