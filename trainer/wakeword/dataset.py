@@ -138,7 +138,8 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         t0 = time.perf_counter()
         with features.Embedder(mix, src) as embedder:
             for name, recipes in sets.items():
-                digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity())
+                digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity(),
+                                    features.RENDER_VERSION)
                 digests.append(digest)
                 (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
                                           features.cached(n, r, embedder, cache / "features", g, adv))

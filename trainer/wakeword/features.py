@@ -30,6 +30,8 @@ EMB_DIM = 96
 WINDOW = 16
 CHUNK = 48
 """Recipes per worker task: big enough to batch the ONNX models, small enough to balance."""
+RENDER_VERSION = 2
+"""Part of every feature cache key: bump it when `render` changes what a recipe sounds like."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ def render(r: Recipe, mixer: Mixer, cache: dict[str, np.ndarray]) -> np.ndarray:
         return to_int16(mixer.sequence([clip(p) for p in r.clips], r.length, rng))
     if r.kind == "noise":
         return to_int16(mixer.mix(np.zeros(r.length, np.float32), rng))
-    if r.kind == "sounds":
-        return to_int16(mixer.mix(scene(r.length, rng), rng))
+    if r.kind == "sounds":  # across the room or next to the microphone: 40 dB of level range
+        return to_int16(mixer.mix(scene(r.length, rng), rng) * 10 ** rng.uniform(-2, 0))
     if r.kind == "file":
         audio = clip(r.clips[0])[r.end:r.end + r.length]
         audio = np.pad(audio, (0, r.length - len(audio)))
