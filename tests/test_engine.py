@@ -220,6 +220,7 @@ def test_early_stopping_best_model_and_best_k(tmp_path):
     _assert_same_weights(model.state_dict(), snapshots[1])  # restore_best
     kept = sorted(p.name for p in tmp_path.glob("checkpoint_best_e*.pt"))
     assert kept == ["checkpoint_best_e002.pt", "checkpoint_best_e003.pt"]
+    assert result.best_epochs == [2, 3] and [p.name for p in result.best_checkpoints] == kept
     _assert_same_weights(ckpt_io.load(tmp_path / kept[0])["model"], snapshots[1])
 
 
@@ -237,6 +238,7 @@ def test_run_files_and_a_finished_run_is_not_trained_again(tmp_path, capsys):
     hook = _OOMAt(set())  # counts steps, raises nothing
     model, again = worker.run(tmp_path, hooks=hook, epochs=2)
     assert hook.calls == 0 and again.already_done and again.history == first.history
+    assert again.best_epochs == first.best_epochs != []
     _assert_same_weights(model.state_dict(), torch.load(tmp_path / ckpt_io.BEST_MODEL, weights_only=True))
 
     _, fresh = worker.run(tmp_path, hooks=hook, epochs=1, resume=False)

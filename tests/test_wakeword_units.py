@@ -199,6 +199,7 @@ def test_final_head_is_the_mean_of_the_best_epochs(tmp_path):
     kept = sorted(tmp_path.glob("run/checkpoint_best_e*.pt"))
     best3 = sorted(sorted(result.history, key=lambda r: r["val_score"])[:3], key=lambda r: r["epoch"])
     assert [int(p.stem[-3:]) for p in kept] == [r["epoch"] for r in best3]
+    assert sorted(result.best_checkpoints) == kept
     states = [ckpt_io.load(p)["model"] for p in kept]
     for k, v in model.state_dict().items():
         assert torch.allclose(v, sum(s[k] for s in states) / 3, atol=1e-6)

@@ -59,7 +59,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -168,12 +168,19 @@ class FitResult:
     batch_size: int
     """The batch size at the end (smaller than configured after out-of-memory recoveries)."""
     global_step: int
+    best_epochs: list[int] = field(default_factory=list)
+    """1-based epochs whose full checkpoints were kept (`keep_best` of them), best first."""
     already_done: bool = False
     """True when run_dir held a completed run and nothing was trained."""
 
     @property
     def best_model_path(self) -> Path:
         return self.run_dir / ckpt_io.BEST_MODEL
+
+    @property
+    def best_checkpoints(self) -> list[Path]:
+        """The kept best-k checkpoint files, best first."""
+        return [self.run_dir / BEST_K.format(epoch=e) for e in self.best_epochs]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

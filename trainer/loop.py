@@ -392,6 +392,7 @@ class Trainer:
             stopped_early=self.best.stopped_early,
             batch_size=self.batch_size,
             global_step=self.global_step,
+            best_epochs=[e for _, e in self.best.top],
         )
 
 

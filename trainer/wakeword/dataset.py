@@ -96,6 +96,7 @@ def _sequences(paths: list[Path], n_chunks: int, rng: np.random.Generator) -> li
 
 
 def _sound_chunks(n_chunks: int, rng: np.random.Generator) -> list[Recipe]:
+    """10 s scenes of synthetic everyday sounds, each from its own seed."""
     return [Recipe("sounds", (), CHUNK, 0, int(rng.integers(2**31))) for _ in range(n_chunks)]
 
 
@@ -131,7 +132,7 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         sets = _recipes(cfg, {k: [by_key[u.key] for u in v] for k, v in utts.items()}, user_lengths)
         mix = MixSpec(tuple(str(p) for p in negatives.audio_files(d.background)), tuple(d.snr_db),
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed,
-                      d.sound_background)
+                      sound_share=d.sound_background)
         feats: dict[str, np.ndarray] = {}
         digests: list[str] = []
         rendered = reused = 0

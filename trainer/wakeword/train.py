@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgekit.bundle import Bundle
+    from edgekit.trainer.engine import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -130,27 +131,27 @@ def fit_head(cfg: WakewordConfig, data: WakewordData, run_dir: Path) -> tuple[An
     result = fit(model, WindowData(data), step_fn, eval_fn, make_optimizer, make_schedule, fc,
                  run_dir=run_dir, task_config=cfg.model_dump(mode="json"))
     model = model.cpu().eval()
-    average_best(model, run_dir)
+    average_best(model, result)
     return model, result
 
 
-def average_best(model: torch.nn.Module, run_dir: Path) -> list[int]:
-    """Load the mean of the kept best epochs' weights into `model`; returns those epochs (1-based).
+def average_best(model: torch.nn.Module, result: FitResult) -> list[int]:
+    """Load the mean of the run's kept best epochs' weights into `model`; returns those epochs (1-based).
 
-    With one kept epoch (or none, e.g. a run trained before) the model keeps the best epoch's weights.
+    With one kept epoch (or none, e.g. a run finished before runs recorded them) the model keeps the best
+    epoch's weights.
     """
     import torch
 
     from edgekit.trainer import checkpoint as ckpt_io
 
-    paths = sorted(run_dir.glob("checkpoint_best_e*.pt"))
-    if len(paths) < 2:
+    if len(result.best_epochs) < 2:
         return []
-    states = [ckpt_io.load(p)["model"] for p in paths]
+    states = [ckpt_io.load(p)["model"] for p in result.best_checkpoints]
     with torch.no_grad():
         model.load_state_dict({k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
                                for k, v in states[0].items()})
-    epochs = [int(p.stem.rsplit("_e", 1)[1]) for p in paths]
+    epochs = sorted(result.best_epochs)
     log.info("final head: the mean of the weights of epochs %s", ", ".join(map(str, epochs)))
     return epochs
 
