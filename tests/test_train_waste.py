@@ -158,7 +158,7 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
               "--run-dir", str(tmp_path / "run"), "--output", "bins"])
     out = capsys.readouterr().out
     assert exc.value.code in (0, None), out
-    assert "Epoch [1/2] Train Loss:" in out and "Val Loss:" in out
+    assert "Epoch [1/1] Train Loss:" in out and "Epoch [3/3] Train Loss:" in out and "Val Loss:" in out
     bundle = resolve("bins")
     bundle.verify()
     m = bundle.manifest

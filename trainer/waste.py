@@ -76,15 +76,26 @@ class WasteConfig(BaseModel):
     batch_size: int = Field(32, ge=1)
     """Images per step."""
     lr: float = Field(1e-3, gt=0)
-    """Adam learning rate of phase 1; phase 2 uses lr/10."""
-    unfreeze: int = Field(50, ge=0)
-    """Phase 2 trains the last N layers of the base (its conv, BatchNorm and ReLU6 modules, 139 in all; Keras
+    """Peak learning rate of the head (AdamW, one-cycle schedule in each phase); the unfrozen base layers
+    of phase 2 train at lr/10."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Share of each target spread over the other classes (softer, better calibrated scores)."""
+    warmup: float = Field(0.15, gt=0, lt=1)
+    """Share of each phase's steps spent warming the learning rate up to its peak."""
+    unfreeze: int = Field(91, ge=0)
+    """Phase 2 trains the last N layers of the base (default: blocks 7-18; its conv, BatchNorm and ReLU6 modules,
+    139 in all; Keras
     also counts its 15 parameter-free input, pad and add layers, so the same N reaches a few layers further
     back here); 0 skips phase 2."""
-    head_fraction: float = Field(0.4, gt=0, le=1)
+    head_fraction: float = Field(0.3, gt=0, le=1)
     """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
     train_bn: bool = False
     """Let BatchNorm layers update their statistics while fine-tuning (default: frozen, as the seed does)."""
+    views: int = Field(16, ge=0)
+    """Augmented copies of each training photo whose frozen-layer activations are computed once and reused
+    every epoch (`edgekit.trainer.waste_views`); 0 augments live instead (needed for --train-bn)."""
     num_workers: int = Field(4, ge=1)
     """Threads that decode photos into the image cache."""
     img_size: int = Field(224, ge=32)
@@ -194,8 +205,20 @@ def build_model(cfg: WasteConfig, n_classes: int) -> tuple[torch.nn.Module, Weig
     return model, style, source
 
 
-def _fit_phase(phase: int, model: Any, data: PhotoBatches, prep: Prepared, cfg: WasteConfig, epochs: int,
-               lr: float, run_dir: Path, hooks: Hooks | None, train_all_bn: bool) -> FitResult:
+@dataclass
+class Phase:
+    """One training phase: its epochs, the head's and the unfrozen base's peak learning rates, and how many
+    base layers train (None: all of them, when training from scratch)."""
+
+    number: int
+    epochs: int
+    lr_head: float
+    lr_base: float
+    unfreeze: int | None
+
+
+def _fit_phase(ph: Phase, net: torch.nn.Module, data: Any, val_logits: Any, prep: Prepared, cfg: WasteConfig,
+               run_dir: Path, hooks: Hooks | None, train_all_bn: bool) -> FitResult:
     import torch
     import torch.nn.functional as F
 
@@ -206,38 +229,48 @@ def _fit_phase(phase: int, model: Any, data: PhotoBatches, prep: Prepared, cfg: 
     weight = (torch.tensor(len(data.y) / (n * counts), dtype=torch.float32, device=resolve_device(cfg.device))
               if cfg.balance == "weights" else None)  # on the training device once, not copied every step
     y_val = torch.from_numpy(prep.y[prep.split.val])
+    head_ids = {id(p) for p in net.classifier.parameters()}
 
     def step_fn(model: torch.nn.Module, batch: Any) -> StepOutput:
         x, y = batch
         logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=weight)
+        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
         return StepOutput(loss=loss, n=len(y), correct=int((logits.argmax(1) == y).sum()))
 
     def eval_fn(model: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        logits = predict(model, prep, prep.split.val, data.pre, device)
+        logits = val_logits(model, device)
         return {"val_loss": float(F.cross_entropy(logits, y_val)),
                 "val_acc": float((logits.argmax(1) == y_val).float().mean())}
 
-    def make_schedule(opt: torch.optim.Optimizer, steps_per_epoch: int, n_epochs: int) -> Schedule:
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 2))
-        return Schedule(plateau, interval="plateau")
+    def make_optimizer(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        head = [p for p in params if id(p) in head_ids]
+        base = [p for p in params if id(p) not in head_ids]
+        groups = [{"params": head, "lr": ph.lr_head}] + ([{"params": base, "lr": ph.lr_base}] if base else [])
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
-    fc = FitConfig(epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed + phase, device=cfg.device,
+    def make_schedule(opt: torch.optim.Optimizer, steps_per_epoch: int, n_epochs: int) -> Schedule:
+        cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                    total_steps=max(1, steps_per_epoch * n_epochs),
+                                                    pct_start=cfg.warmup)
+        return Schedule(cycle, interval="step")
+
+    fc = FitConfig(epochs=ph.epochs, batch_size=cfg.batch_size, seed=cfg.seed + ph.number, device=cfg.device,
                    patience=cfg.patience, monitor="val_loss", mode="min", max_retries=cfg.max_retries,
                    resume=cfg.resume)
-    return fit(model, data, step_fn, eval_fn, lambda params: torch.optim.Adam(params, lr=lr), make_schedule,
-               fc, run_dir=run_dir, hooks=hooks, train_mode_fn=None if train_all_bn else bn_frozen_train_mode,
-               task_config={"phase": phase, **cfg.model_dump(mode="json")})
+    return fit(net, data, step_fn, eval_fn, make_optimizer, make_schedule, fc, run_dir=run_dir, hooks=hooks,
+               train_mode_fn=None if train_all_bn else bn_frozen_train_mode,
+               task_config={"phase": ph.number, **cfg.model_dump(mode="json")})
 
 
-def plan(cfg: WasteConfig) -> list[tuple[int, int, float, int | None]]:
-    """The phases as (phase, epochs, lr, unfreeze): None unfreezes everything (training from scratch)."""
+def plan(cfg: WasteConfig) -> list[Phase]:
+    """The phases: a new head on the frozen base, then the last `unfreeze` layers (from scratch: one phase
+    training everything at lr)."""
     if cfg.weights == "none":
-        return [(1, cfg.epochs, cfg.lr, None)]
+        return [Phase(1, cfg.epochs, cfg.lr, cfg.lr, None)]
     head = max(1, round(cfg.epochs * cfg.head_fraction))
-    phases = [(1, head, cfg.lr, 0)]
+    phases = [Phase(1, head, cfg.lr, cfg.lr, 0)]
     if cfg.unfreeze > 0 and cfg.epochs - head > 0:
-        phases.append((2, cfg.epochs - head, cfg.lr / 10, cfg.unfreeze))
+        phases.append(Phase(2, cfg.epochs - head, cfg.lr, cfg.lr / 10, cfg.unfreeze))
     return phases
 
 
@@ -256,32 +289,56 @@ def _keep_best_phase(model: torch.nn.Module, results: list[FitResult]) -> None:
         model.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True))
 
 
-def train(cfg: WasteConfig, hooks: Hooks | None = None) -> Bundle:
-    """The whole command: prepare, train in phases, evaluate, write the bundle, print the verdict."""
+def _inputs(cfg: WasteConfig, model: torch.nn.Module, prep: Prepared, pre: Preprocess,
+            phases: list[Phase]) -> tuple[torch.nn.Module, Any, Any]:
+    """What the phases train on: (network, training data, val-logits function). With cached views the network
+    is the tail after the layers no phase trains, fed stored activations; otherwise the whole model, fed
+    live-augmented photos."""
+    from edgekit.trainer import waste_views
+    from edgekit.trainer.engine import resolve_device
+
+    device = resolve_device(cfg.device)
+    deepest = [ph.unfreeze for ph in phases]
+    if cfg.views and None not in deepest and not cfg.train_bn:
+        set_trainable(model, max(deepest))
+        cut = waste_views.first_trainable_block(model)
+        views = waste_views.build(prep, model.to(device), cut, pre, cfg.augment, cfg.views, cfg.seed, device,
+                                  root=cfg.cache_dir)
+        return (waste_views.Tail(model, cut), waste_views.ViewBatches(views, prep, cfg.balance == "sampler"),
+                lambda net, dev: waste_views.predict_tail(net, views, prep.split.val, dev))
+    data = PhotoBatches(prep, pre, cfg.augment, balanced=cfg.balance == "sampler")
+    return model, data, lambda net, dev: predict(net, prep, prep.split.val, pre, dev)
+
+
+def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = None) -> Bundle:
+    """The whole command: prepare, train in phases, evaluate, write the bundle, print the verdict.
+
+    `prep` (optional) is data already prepared, e.g. with another split (bench/waste_quality.py's folds)."""
     import torch
 
     from edgekit.console import console
     from edgekit.trainer import waste_bundle
     from edgekit.trainer.engine import resolve_device, seed_everything
 
-    prep = prepare(cfg)
+    prep = prep or prepare(cfg)
     waste_bundle.print_data_summary(prep)
     seed_everything(cfg.seed)
     model, style, source = build_model(cfg, len(prep.labels))
     # NHWC activations: about 2x faster depthwise convolutions on CPU (oneDNN), and faster with AMP on GPUs
     model = model.to(memory_format=torch.channels_last)
     pre = style.preprocess(cfg.img_size)
-    data = PhotoBatches(prep, pre, cfg.augment, balanced=cfg.balance == "sampler")
+    phases = plan(cfg)
+    net, data, val_logits = _inputs(cfg, model, prep, pre, phases)
     run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key()
     results = []
-    for phase, epochs, lr, unfreeze in plan(cfg):
-        n_params = set_trainable(model, unfreeze)
+    for ph in phases:
+        n_params = set_trainable(model, ph.unfreeze)
         what = {None: "the whole network", 0: "a new head on the frozen base"}.get(
-            unfreeze, f"the last {unfreeze} layers")
-        console.print(f"[bold]Phase {phase}[/]: training {what} ({n_params:,} parameters), "
-                      f"{epochs} epoch(s) at lr {lr:g}", soft_wrap=True)
-        result = _fit_phase(phase, model, data, prep, cfg, epochs, lr, run_root / f"phase{phase}", hooks,
-                            train_all_bn=cfg.train_bn or unfreeze is None)
+            ph.unfreeze, f"the last {ph.unfreeze} layers at lr {ph.lr_base:g} and the head")
+        console.print(f"[bold]Phase {ph.number}[/]: training {what} ({n_params:,} parameters), "
+                      f"{ph.epochs} epoch(s), head lr {ph.lr_head:g}", soft_wrap=True)
+        result = _fit_phase(ph, net, data, val_logits, prep, cfg, run_root / f"phase{ph.number}", hooks,
+                            train_all_bn=cfg.train_bn or ph.unfreeze is None)
         results.append(result)
     _keep_best_phase(model, results)
     device = resolve_device(cfg.device)

@@ -64,6 +64,17 @@ def stratified_split(y: np.ndarray, val_split: float, seed: int) -> Split:
     return Split(np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64))
 
 
+def fold_splits(y: np.ndarray, folds: int, seed: int) -> list[Split]:
+    """`folds` stratified cross-validation splits: per class a seeded shuffle dealt round-robin into folds;
+    split k validates on fold k and trains on the rest."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold_of[idx] = (np.arange(len(idx)) + rng.integers(folds)) % folds
+    return [Split(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
+
+
 def prepare(cfg: WasteConfig) -> Prepared:
     """Scan, cache (decoding only new photos) and split the dataset."""
     from rich.progress import Progress
