@@ -86,3 +86,14 @@ def test_batches_draw_plain_and_augmented_views_with_labels(small) -> None:
         seen |= {v for v, ref in enumerate([views.plain[prep.split.train[0]], *views.augmented[:, 0]])
                  if np.array_equal(first, ref)}
     assert seen == {0, 1, 2}
+
+
+def test_views_are_capped_by_the_store_budget(small) -> None:
+    _, _, model, _ = small
+    cut = waste_views.first_trainable_block(model)
+    per_photo = 2 * int(np.prod(model.eval().features[:cut](torch.zeros(1, 3, 64, 64)).shape[1:]))
+    model.train()
+    assert waste_views.fit_views(model, cut, 64, 100, 80, 16, max_bytes=1 << 40) == 16
+    assert waste_views.fit_views(model, cut, 64, 100, 80, 16, max_bytes=(100 + 80 * 5) * per_photo) == 5
+    assert waste_views.fit_views(model, cut, 64, 100, 80, 16, max_bytes=50 * per_photo) == 0
+    assert model.training

@@ -299,11 +299,17 @@ def _inputs(cfg: WasteConfig, model: torch.nn.Module, prep: Prepared, pre: Prepr
 
     device = resolve_device(cfg.device)
     deepest = [ph.unfreeze for ph in phases]
+    n_views = 0
     if cfg.views and None not in deepest and not cfg.train_bn:
         set_trainable(model, max(deepest))
         cut = waste_views.first_trainable_block(model)
-        views = waste_views.build(prep, model.to(device), cut, pre, cfg.augment, cfg.views, cfg.seed, device,
-                                  root=cfg.cache_dir)
+        model.to(device)
+        n_views = waste_views.fit_views(model, cut, cfg.img_size, len(prep.y), len(prep.split.train), cfg.views)
+        if n_views < cfg.views:
+            log.warning("%d cached views of %d photos would pass %d GiB; using %s.", cfg.views, len(prep.y),
+                        waste_views.MAX_BYTES >> 30, f"{n_views} views" if n_views else "live augmentation")
+    if n_views:
+        views = waste_views.build(prep, model, cut, pre, cfg.augment, n_views, cfg.seed, device, root=cfg.cache_dir)
         return (waste_views.Tail(model, cut), waste_views.ViewBatches(views, prep, cfg.balance == "sampler"),
                 lambda net, dev: waste_views.predict_tail(net, views, prep.split.val, dev))
     data = PhotoBatches(prep, pre, cfg.augment, balanced=cfg.balance == "sampler")

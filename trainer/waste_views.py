@@ -42,6 +42,8 @@ VERSION = 1
 KEEP = 3
 """View stores kept on disk (newest first); older ones are deleted when a new one is written."""
 _BATCH = 32
+MAX_BYTES = 8 << 30
+"""Largest store `fit_views` plans for; bigger datasets get fewer views (or live augmentation)."""
 
 
 def first_trainable_block(model: torch.nn.Module) -> int:
@@ -74,6 +76,21 @@ class Views:
     """float16 [N, C, H, W]: every photo unaugmented (training and validation)."""
     augmented: np.ndarray
     """float16 [views, n_train, C, H, W]: augmented copies of the training photos, in split order."""
+
+
+def fit_views(model: torch.nn.Module, cut: int, size: int, n_photos: int, n_train: int, views: int,
+              max_bytes: int = MAX_BYTES) -> int:
+    """How many of `views` augmented views fit in `max_bytes` next to the plain views (0: none fit)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        p = next(model.parameters())
+        x = torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)
+        out = model.features[:cut](x)
+    shape = out.shape[1:] if cut < len(model.features) else (out.shape[1], 1, 1)  # only the pooled vector kept
+    model.train(was_training)
+    per_photo = 2 * int(np.prod(shape))
+    return max(0, min(views, (max_bytes - n_photos * per_photo) // max(1, n_train * per_photo)))
 
 
 def _key(prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess, augment: AugmentConfig,
