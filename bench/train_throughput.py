@@ -5,7 +5,7 @@ uint8 cache → batched augmentation on the device → normalisation) feeding fo
 MobileNetV2 in its phase-2 setting, and (b) the same steps on tensors made before the clock starts.
 The ratio (a)/(b) is the pipeline's overhead; the target is <= 1.15.
 
-With `--views K` (default 16, the trainer's default) the same is measured for the cached-view path
+With `--views K` (default 16; `edgekit train waste --views`) the same is measured for the cached-view path
 (`edgekit.trainer.waste_views`): stored activations of the frozen layers feeding the trainable tail, vs
 the tail on pre-made activations, plus the one-off cost of caching the views and the speed-up of a
 cached-view epoch over a live one.

@@ -97,3 +97,22 @@ def test_views_are_capped_by_the_store_budget(small) -> None:
     assert waste_views.fit_views(model, cut, 64, 100, 80, 16, max_bytes=(100 + 80 * 5) * per_photo) == 5
     assert waste_views.fit_views(model, cut, 64, 100, 80, 16, max_bytes=50 * per_photo) == 0
     assert model.training
+
+
+def test_training_on_cached_views_writes_a_bundle_that_scores_as_stored(small, tmp_path: Path) -> None:
+    import json
+
+    from edgekit.trainer.models import load_from_bundle
+
+    cfg, prep, _, pre = small
+    cfg = cfg.model_copy(update={"views": 3, "epochs": 3, "unfreeze": 20, "batch_size": 4,
+                                 "run_dir": tmp_path / "run", "output": "viewed"})
+    bundle = waste.train(cfg)
+    bundle.verify()
+    assert len(list((cfg.cache_dir / f"views-v{waste_views.VERSION}").iterdir())) == 1
+    history = json.loads((bundle.path / "history.json").read_text())
+    assert [h["phase"] for h in history] == [1, 2, 2]
+    model = load_from_bundle(bundle)  # the full network, run on photos: the manifest's number comes back
+    logits = waste_data.predict(model, prep, prep.split.val, pre, torch.device("cpu"))
+    acc = float((logits.argmax(1).numpy() == prep.y[prep.split.val]).mean())
+    assert acc == pytest.approx(bundle.manifest.metrics["val_accuracy"])

@@ -47,8 +47,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         classes: str = typer.Option(None, help="Only these class folders, comma-separated [default: all]."),
         head_fraction: float = typer.Option(0.3, help="Share of the epochs for phase 1 (new head, base frozen)."),
         train_bn: bool = typer.Option(False, "--train-bn", help="Update BatchNorm statistics while fine-tuning."),
-        views: int = typer.Option(16, help="Augmented views per photo run once through the frozen layers and reused "
-                                           "every epoch (0: augment live)."),
+        views: int = typer.Option(0, help="Run the frozen layers once on N augmented copies per photo and reuse them "
+                                          "every epoch (faster on CPU; 0: augment live)."),
         balance: str = typer.Option("weights", help="Class imbalance: weights (loss), sampler or none."),
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Crop/flip/rotate/colour augmentation."),
         patience: int = typer.Option(5, help="Epochs without val-loss improvement before a phase stops."),

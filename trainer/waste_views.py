@@ -6,8 +6,9 @@ frozen front once on the plain photo and on `views` augmented copies of each tra
 the activations (float16, memory-mapped) under the image cache; every epoch then draws one stored view
 per photo and runs only the trainable tail. On a CPU that makes an epoch several times cheaper and a
 second run with the same data, weights and augmentation costs no front passes at all. The price: each
-photo is seen in `views` + 1 fixed variations instead of a fresh one every epoch (16 measured as good as
-live augmentation on waste-mini, bench/RESULTS.md).
+photo is seen in `views` + 1 fixed variations instead of a fresh one every epoch, and caching costs about
+as much as 20 cached epochs; on waste-mini 16 views scored 1.9 points below live augmentation in 5-fold
+cross-validation (bench/RESULTS.md), so the trainer augments live unless `--views` is given.
 
 The store is keyed by the photos' pixels, the frozen weights, the split, the augmentation settings and
 the seed; a run with anything different builds a new one. The newest `KEEP` stores are kept.
