@@ -85,10 +85,9 @@ class WasteConfig(BaseModel):
     warmup: float = Field(0.15, gt=0, lt=1)
     """Share of each phase's steps spent warming the learning rate up to its peak."""
     unfreeze: int = Field(91, ge=0)
-    """Phase 2 trains the last N layers of the base (default: blocks 7-18; its conv, BatchNorm and ReLU6 modules,
-    139 in all; Keras
-    also counts its 15 parameter-free input, pad and add layers, so the same N reaches a few layers further
-    back here); 0 skips phase 2."""
+    """Phase 2 trains the last N layers of the base: its conv, BatchNorm and ReLU6 modules, 139 in all (the
+    default 91 is blocks 7-18; Keras also counts its 15 parameter-free input, pad and add layers, so the same
+    N reaches a few layers further back here); 0 skips phase 2."""
     head_fraction: float = Field(0.3, gt=0, le=1)
     """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
     train_bn: bool = False
