@@ -104,6 +104,17 @@ def test_stratified_split_is_seeded_disjoint_and_per_class() -> None:
     assert not np.array_equal(waste_data.stratified_split(y, 0.2, seed=2).val, s.val)
 
 
+def test_fold_splits_validate_every_photo_once_per_class_evenly() -> None:
+    y = np.repeat(np.arange(3), [10, 20, 7])
+    folds = waste_data.fold_splits(y, 5, seed=3)
+    val = np.concatenate([f.val for f in folds])
+    assert sorted(val.tolist()) == list(range(len(y)))
+    for f in folds:
+        assert set(f.train).isdisjoint(f.val) and len(f.train) + len(f.val) == len(y)
+        counts = np.bincount(y[f.val], minlength=3)
+        assert counts[0] == 2 and counts[1] == 4 and counts[2] in (1, 2)
+
+
 def test_freezing_counts_layers_from_the_end_and_keeps_bn_statistics() -> None:
     model = build(6)
     head = sum(p.numel() for p in model.classifier.parameters())
