@@ -108,7 +108,7 @@ def _key(prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess, augm
 
 
 def _front(model: torch.nn.Module, cut: int, x01: torch.Tensor, norm: object) -> np.ndarray:
-    model.eval()  # BatchNorm in train mode would use (and move its running statistics to) this batch's
+    model.eval()  # in train mode BatchNorm would normalise by this batch and move its frozen running statistics
     with torch.no_grad():
         x = model.features[:cut](norm(x01).contiguous(memory_format=torch.channels_last))
         if cut == len(model.features):  # nothing of the base trains: keep only the pooled vector (as 1x1)
@@ -168,7 +168,10 @@ def build(prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess, aug
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
         try:
             _fill(tmp, prep, model, cut, pre, augment, views, seed, device)
-            os.replace(tmp, store)
+            if (store / "augmented.npy").exists():  # another run wrote the same store meanwhile
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, store)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
