@@ -104,6 +104,16 @@ def test_stratified_split_is_seeded_disjoint_and_per_class() -> None:
     assert not np.array_equal(waste_data.stratified_split(y, 0.2, seed=2).val, s.val)
 
 
+def test_run_key_changes_with_the_split_so_a_run_resumes_only_on_the_same_photos(waste_mini: Path) -> None:
+    cfg = waste.WasteConfig(data=waste_mini, img_size=32, weights="none")
+    prep = waste_data.prepare(cfg)
+    key = cfg.run_key(prep)
+    assert cfg.run_key(prep) == key != cfg.run_key()
+    assert cfg.model_copy(update={"device": "cpu"}).run_key(prep) == key
+    prep.split = waste_data.fold_splits(prep.y, 5, seed=42)[0]
+    assert cfg.run_key(prep) != key
+
+
 def test_fold_splits_validate_every_photo_once_per_class_evenly() -> None:
     y = np.repeat(np.arange(3), [10, 20, 7])
     folds = waste_data.fold_splits(y, 5, seed=3)

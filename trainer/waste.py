@@ -147,11 +147,15 @@ class WasteConfig(BaseModel):
             return STYLES["torchvision"]
         return STYLES["keras"]  # Keras-converted files, and from scratch ([-1, 1] input suits any init)
 
-    def run_key(self) -> str:
-        """A hash of the settings that change what is trained (not where, on what, or how it is shown)."""
+    def run_key(self, prep: Prepared | None = None) -> str:
+        """A hash of the settings that change what is trained (not where, on what, or how it is shown) and,
+        given the prepared data, of the photos in its split: a run resumes only on the same training and
+        validation photos (not after photos were added, nor on another cross-validation fold)."""
         skip = {"device", "num_workers", "resume", "run_dir", "cache_dir", "max_retries"}
         data = self.model_dump(mode="json", exclude=skip)
         data["data"] = str(Path(self.data).resolve())
+        if prep is not None:
+            data["split"] = [[prep.files[i] for i in prep.split.train], [prep.files[i] for i in prep.split.val]]
         return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:10]
 
 
@@ -327,7 +331,8 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     from edgekit.trainer import waste_bundle
     from edgekit.trainer.engine import resolve_device, seed_everything
 
-    prep = prep or prepare(cfg)
+    if prep is None:
+        prep = prepare(cfg)
     waste_bundle.print_data_summary(prep)
     seed_everything(cfg.seed)
     model, style, source = build_model(cfg, len(prep.labels))
@@ -336,7 +341,7 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     pre = style.preprocess(cfg.img_size)
     phases = plan(cfg)
     net, data, val_logits = _inputs(cfg, model, prep, pre, phases)
-    run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key()
+    run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key(prep)
     results = []
     for ph in phases:
         n_params = set_trainable(model, ph.unfreeze)
