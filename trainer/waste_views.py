@@ -83,14 +83,8 @@ def fit_views(model: torch.nn.Module, cut: int, size: int, n_photos: int, n_trai
               max_bytes: int = MAX_BYTES) -> int:
     """How many of `views` augmented views fit in `max_bytes` next to the plain views (0: none fit)."""
     was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        p = next(model.parameters())
-        x = torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)
-        out = model.features[:cut](x)
-    shape = out.shape[1:] if cut < len(model.features) else (out.shape[1], 1, 1)  # only the pooled vector kept
+    per_photo = 2 * int(np.prod(_stored_shape(model, cut, size)))
     model.train(was_training)
-    per_photo = 2 * int(np.prod(shape))
     return max(0, min(views, (max_bytes - n_photos * per_photo) // max(1, n_train * per_photo)))
 
 
@@ -116,6 +110,12 @@ def _front(model: torch.nn.Module, cut: int, x01: torch.Tensor, norm: object) ->
         return x.to(torch.float16).cpu().numpy()
 
 
+def _stored_shape(model: torch.nn.Module, cut: int, size: int) -> tuple[int, ...]:
+    """The shape of one stored view (what `_front` keeps), from a blank image."""
+    blank = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
+    return _front(model, cut, blank, lambda x: x).shape[1:]
+
+
 def _fill(store: Path, prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess,
           augment: AugmentConfig, views: int, seed: int, device: torch.device) -> None:
     from rich.progress import Progress
@@ -126,7 +126,7 @@ def _fill(store: Path, prep: Prepared, model: torch.nn.Module, cut: int, pre: Pr
 
     norm = Normalizer(pre, device)
     train, n = prep.split.train, len(prep.y)
-    shape = _front(model, cut, to_tensor(prep.images.get(np.arange(1)), device), norm).shape[1:]
+    shape = _stored_shape(model, cut, prep.images.pixels.shape[1])
     plain = np.lib.format.open_memmap(store / "plain.npy", "w+", np.float16, (n, *shape))
     aug = np.lib.format.open_memmap(store / "augmented.npy", "w+", np.float16, (views, len(train), *shape))
     gen_state = torch.random.get_rng_state()
