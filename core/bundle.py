@@ -42,6 +42,9 @@ class Preprocess(_Strict):
     """Image channel order the model expects."""
     resize: tuple[int, int] | None = None
     """Image (height, width) the model takes."""
+    fit: Literal["stretch", "pad", "crop"] | None = None
+    """Images: how a photo of another aspect ratio becomes (height, width) (`edgekit.edge.preprocess.FITS`);
+    None is stretch, what bundles made before this field did."""
     scale: float | None = None
     """Images: value = pixel_uint8 * scale + offset, then (value - mean) / std."""
     offset: float | None = None

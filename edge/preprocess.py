@@ -1,8 +1,8 @@
 """Image preprocessing, one implementation for training-side evaluation, the export gate and the device.
 
-decode → RGB (or what `Preprocess.color` asks) → resize to (H, W) with PIL bilinear, stretching (no crop,
-no letterbox) → uint8 → `value = pixel * scale + offset` → `(value - mean) / std` → float32 in the
-layout asked for (NCHW by default, the PyTorch layout of image bundles).
+decode → RGB (or what `Preprocess.color` asks) → fit to (H, W) with PIL bilinear as `Preprocess.fit` says
+(`FITS`: stretch, pad or crop) → uint8 → `value = pixel * scale + offset` → `(value - mean) / std` →
+float32 in the layout asked for (NCHW by default, the PyTorch layout of image bundles).
 
 Only numpy and Pillow: it runs on the Pi without torch.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -47,13 +49,61 @@ def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:
     return img.convert(mode) if img.mode != mode else img
 
 
+def _stretch(img: Image.Image, h: int, w: int) -> np.ndarray:
+    return np.asarray(img.resize((w, h), Image.BILINEAR) if img.size != (w, h) else img, dtype=np.uint8)
+
+
+def _scaled(img: Image.Image, s: float) -> Image.Image:
+    size = (max(1, round(img.width * s)), max(1, round(img.height * s)))
+    return img.resize(size, Image.BILINEAR) if size != img.size else img
+
+
+def _pad(img: Image.Image, h: int, w: int) -> np.ndarray:
+    # Replicating the edge pixels instead of a flat colour: no hard border for the network to learn, and
+    # on photos taken against a plain background the padding looks like more background.
+    a = np.asarray(_scaled(img, min(w / img.width, h / img.height)), dtype=np.uint8)
+    dh, dw = h - a.shape[0], w - a.shape[1]
+    pads = ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)) + ((0, 0),) * (a.ndim - 2)
+    return np.pad(a, pads, mode="edge")
+
+
+def _crop(img: Image.Image, h: int, w: int) -> np.ndarray:
+    a = np.asarray(_scaled(img, max(w / img.width, h / img.height)), dtype=np.uint8)
+    top, left = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
+    return a[top:top + h, left:left + w]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One way to bring a photo of any aspect ratio to the model's (H, W)."""
+
+    fn: Callable[[Image.Image, int, int], np.ndarray]
+    help: str
+
+
+FITS: dict[str, Fit] = {
+    "stretch": Fit(_stretch, "resize to (H, W), changing the aspect ratio"),
+    "pad": Fit(_pad, "scale to fit inside (H, W) and fill the rest by repeating the edge pixels (letterbox)"),
+    "crop": Fit(_crop, "scale to cover (H, W) and cut the centre out"),
+}
+"""How photos reach the model's size; a bundle without `fit` was trained with stretch."""
+
+
+def fit_image(img: Image.Image, size: tuple[int, int], fit: str | None = None) -> np.ndarray:
+    """A decoded image as uint8 [H, W] or [H, W, C] of `size` = (H, W), made by `FITS[fit]` (None: stretch).
+
+    Training's image cache, the export gate, calibration and the device all call this, so they see the
+    same pixels.
+    """
+    spec = FITS.get(fit or "stretch")
+    if spec is None:
+        raise ValueError(f"unknown image fit {fit!r}; known: {', '.join(FITS)}")
+    return spec.fn(img, int(size[0]), int(size[1]))
+
+
 def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
     """The preprocessed float32 HWC array of one decoded image."""
-    if pre.resize is not None:
-        h, w = pre.resize
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-    pixels = np.asarray(img, dtype=np.uint8)
+    pixels = np.asarray(img, dtype=np.uint8) if pre.resize is None else fit_image(img, pre.resize, pre.fit)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pre.color == "BGR":

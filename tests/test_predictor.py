@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgekit.bundle import Bundle, Preprocess
 from edgekit.edge.predictor import Predictor, postprocess
-from edgekit.edge.preprocess import labeled_folder, preprocess_image
+from edgekit.edge.preprocess import fit_image, labeled_folder, preprocess_image
 from edgekit.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +96,36 @@ def test_preprocess_resizes_by_stretching(waste_mini):
     assert x.shape == (1, 3, 30, 70)
     direct = np.asarray(Image.open(photo).convert("RGB").resize((70, 30), Image.BILINEAR), dtype=np.float32)
     np.testing.assert_array_equal(x[0].transpose(1, 2, 0), direct)
+
+
+def test_pad_letterboxes_with_edge_pixels_and_crop_cuts_the_centre():
+    # 8 wide x 4 high, every pixel distinct: a 4x4 target keeps it undistorted at half size (pad) or
+    # cuts columns 2-5 at full size (crop); no resampling blur where the scale is exactly 1.
+    wide = np.arange(8 * 4 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    crop = fit_image(Image.fromarray(wide), (4, 4), "crop")
+    np.testing.assert_array_equal(crop, wide[:, 2:6])
+    tall = Image.fromarray(wide).transpose(Image.Transpose.ROTATE_90)  # 4 wide x 8 high
+    pad = fit_image(tall, (8, 8), "pad")
+    assert pad.shape == (8, 8, 3)
+    np.testing.assert_array_equal(pad[:, 2:6], np.asarray(tall))
+    np.testing.assert_array_equal(pad[:, :2], np.repeat(pad[:, 2:3], 2, axis=1))  # left: first column repeated
+    np.testing.assert_array_equal(pad[:, 6:], np.repeat(pad[:, 5:6], 2, axis=1))
+    np.testing.assert_array_equal(fit_image(tall, (8, 8), None), fit_image(tall, (8, 8), "stretch"))
+    with pytest.raises(ValueError, match="known: stretch, pad, crop"):
+        fit_image(tall, (8, 8), "zoom")
+
+
+def test_training_cache_and_device_make_the_same_pixels_for_every_fit(waste_mini, tmp_path):
+    from edgekit.edge.preprocess import FITS
+    from edgekit.trainer.image_cache import ImageCache
+
+    photos = sorted((waste_mini / "plastic").glob("*.jpg"))[:3]
+    for fit in FITS:
+        cached = ImageCache((50, 40), root=tmp_path, fit=fit).load(photos)
+        pre = Preprocess(color="RGB", resize=(50, 40), fit=fit, scale=1.0, offset=0.0)
+        device = np.concatenate([preprocess_image(p, pre, "NHWC") for p in photos])
+        np.testing.assert_array_equal(cached.get(np.arange(3)).astype(np.float32), device)
+    assert len({p.name for p in tmp_path.iterdir()}) == len(FITS)  # one store per fit
 
 
 def test_every_image_input_kind_gives_the_same_scores(tiny, waste_mini):

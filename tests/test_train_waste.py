@@ -175,7 +175,7 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
     size = 96
     with pytest.raises(SystemExit) as exc:
         main(["train", "waste", "--data", str(waste_mini), "--weights", str(imagenet_weights), "--img-size",
-              str(size), "--epochs", "4", "--lr", "0.003", "--unfreeze", "20", "--device", "cpu",
+              str(size), "--epochs", "4", "--lr", "0.003", "--unfreeze", "20", "--device", "cpu", "--fit", "pad",
               "--run-dir", str(tmp_path / "run"), "--output", "bins"])
     out = capsys.readouterr().out
     assert exc.value.code in (0, None), out
@@ -187,6 +187,7 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
     assert m.labels == sorted(p.name for p in waste_mini.iterdir() if p.is_dir())
     assert m.input.shape == [1, 3, size, size] and m.input.layout == "NCHW"
     assert m.input.preprocess.scale == pytest.approx(1 / 127.5) and m.input.preprocess.offset == -1.0
+    assert m.input.preprocess.fit == "pad"  # recorded, and what the accuracy below is re-computed with
     assert m.extra["arch"] == {"name": "mobilenet_v2", "kwargs": {"num_classes": 6, "padding": "keras",
                                                                  "width_mult": 1.0, "dropout": 0.2}}
     assert {e.format for e in m.files.values()} >= {"pytorch", "json", "png"}

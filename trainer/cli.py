@@ -37,7 +37,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         lr: float = typer.Option(0.001, help="Peak learning rate of the head (one-cycle); the base trains at lr/10."),
         unfreeze: int = typer.Option(91, help="Phase 2 trains the last N base layers (91: blocks 7-18; 0: none)."),
         num_workers: int = typer.Option(4, help="Threads decoding photos into the image cache."),
-        img_size: int = typer.Option(224, help="Input size in pixels (photos are stretched to a square)."),
+        img_size: int = typer.Option(224, help="Square input size in pixels."),
+        fit: str = typer.Option("stretch", help="How photos become square: stretch, pad (letterbox) or crop."),
         val_split: float = typer.Option(0.2, help="Share of each class held out for validation."),
         seed: int = typer.Option(42, help="Seed for split, initialisation, batch order and augmentation."),
         device: str = typer.Option("auto", help="auto, cuda or cpu."),
@@ -62,7 +63,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         train(_config(
             WasteConfig,
             data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
-            num_workers=num_workers, img_size=img_size, val_split=val_split, seed=seed, device=device,
+            num_workers=num_workers, img_size=img_size, fit=fit, val_split=val_split, seed=seed, device=device,
             weights=weights, weights_style=weights_style, head_fraction=head_fraction, train_bn=train_bn, views=views,
             balance=balance, augment={"enabled": augment}, patience=patience, max_retries=max_retries,
             resume=not no_resume, run_dir=run_dir,

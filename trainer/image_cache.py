@@ -1,11 +1,11 @@
 """Decode and resize every image once; keep the pixels as a uint8 memory-mapped array on disk.
 
-One store per target size, `<cache>/images-v<N>-<H>x<W>/`: `pixels.u8` holds rows of H*W*3 bytes (RGB,
+One store per target size and fit, `<cache>/images-v<N>-<H>x<W>[-<fit>]/`: `pixels.u8` holds rows of H*W*3 bytes (RGB,
 HWC) appended as new images arrive, and `index.json` maps each image's content hash to its row, so a
 renamed or copied photo is not decoded again and an edited one is. Later epochs and later runs read
 the memmap; no JPEG is decoded twice. Files that fail to decode are remembered with the reason.
 
-Decoding and the resize (a plain stretch to (W, H) with PIL's bilinear filter) are those of
+Decoding and the fit to (H, W) (stretch, pad or crop; PIL's bilinear filter) are those of
 `edgekit.edge.preprocess`, the code the export gate, calibration and the device run, so training sees
 the same pixels they do.
 """
@@ -51,17 +51,11 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image as uint8 RGB HWC (upright per EXIF), stretched to `size` = (H, W) with PIL bilinear, as the
-    device does."""
-    from PIL import Image
+def decode(path: Path, size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
+    """An image as uint8 RGB HWC (upright per EXIF), brought to `size` = (H, W) by `fit`, as the device does."""
+    from edgekit.edge.preprocess import fit_image, load_image
 
-    from edgekit.edge.preprocess import load_image
-
-    im = load_image(path, "RGB")
-    if im.size != (size[1], size[0]):
-        im = im.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(im, dtype=np.uint8)
+    return fit_image(load_image(path, "RGB"), size, fit)
 
 
 @contextlib.contextmanager
@@ -100,11 +94,18 @@ class CachedImages:
 
 
 class ImageCache:
-    """The on-disk store for one image size."""
+    """The on-disk store for one image size and fit (`edgekit.edge.preprocess.FITS`)."""
 
-    def __init__(self, size: tuple[int, int], root: Path | None = None, workers: int | None = None):
+    def __init__(self, size: tuple[int, int], root: Path | None = None, workers: int | None = None,
+                 fit: str = "stretch"):
+        from edgekit.edge.preprocess import FITS
+
+        if fit not in FITS:
+            raise ValueError(f"unknown image fit {fit!r}; known: {', '.join(FITS)}")
         self.size = (int(size[0]), int(size[1]))
-        self.dir = (root or cache_dir()) / f"images-v{DECODE_VERSION}-{self.size[0]}x{self.size[1]}"
+        self.fit = fit
+        name = f"images-v{DECODE_VERSION}-{self.size[0]}x{self.size[1]}" + ("" if fit == "stretch" else f"-{fit}")
+        self.dir = (root or cache_dir()) / name
         self.workers = workers or min(8, 2 * (os.cpu_count() or 1))
         self.row_bytes = self.size[0] * self.size[1] * 3
 
@@ -148,7 +149,7 @@ class ImageCache:
 
     def _try_decode(self, p: Path) -> np.ndarray | str:
         try:
-            return decode(p, self.size)
+            return decode(p, self.size, self.fit)
         except Exception as e:  # any decoder failure is a property of the file, not a bug here
             return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
 

@@ -47,8 +47,8 @@ class WeightStyle:
     std: list[float]
     help: str
 
-    def preprocess(self, size: int) -> Preprocess:
-        return Preprocess(color="RGB", resize=(size, size), scale=self.scale, offset=self.offset,
+    def preprocess(self, size: int, fit: str = "stretch") -> Preprocess:
+        return Preprocess(color="RGB", resize=(size, size), fit=fit, scale=self.scale, offset=self.offset,
                           mean=list(self.mean), std=list(self.std))
 
 
@@ -100,7 +100,11 @@ class WasteConfig(BaseModel):
     num_workers: int = Field(4, ge=1)
     """Threads that decode photos into the image cache."""
     img_size: int = Field(224, ge=32)
-    """Square input size in pixels (photos are stretched to it, PIL bilinear)."""
+    """Square input size in pixels."""
+    fit: Literal["stretch", "pad", "crop"] = "stretch"
+    """How photos of other shapes become square (`edgekit.edge.preprocess.FITS`), recorded in the bundle so
+    the device does the same. pad keeps the whole photo undistorted, but on waste-mini (portrait photos) it
+    measured 77.2% 5-fold against stretch's 78.3%, so stretch stays the default."""
     val_split: float = Field(0.2, gt=0, lt=1)
     """Share of each class held out for validation (stratified)."""
     seed: int = Field(42, ge=0)
@@ -338,7 +342,7 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     model, style, source = build_model(cfg, len(prep.labels))
     # NHWC activations: about 2x faster depthwise convolutions on CPU (oneDNN), and faster with AMP on GPUs
     model = model.to(memory_format=torch.channels_last)
-    pre = style.preprocess(cfg.img_size)
+    pre = style.preprocess(cfg.img_size, cfg.fit)
     phases = plan(cfg)
     net, data, val_logits = _inputs(cfg, model, prep, pre, phases)
     run_root = cfg.run_dir or Path("runs") / cfg.output / cfg.run_key(prep)

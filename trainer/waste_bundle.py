@@ -4,8 +4,8 @@ Files: `model.pt` (state_dict; format pytorch, role checkpoint), `split.json` (t
 train/val photos with their label index: export's accuracy gate and calibration evaluate on `val`),
 `history.json` (both phases, epochs numbered through), `config.json`, `evaluation_report.json`
 (per-class precision/recall/F1, confusion matrix, verdict, skipped files), `curves.png`, `confusion.png`.
-The input is [1, 3, H, W] RGB, stretched to (H, W) with PIL bilinear, then `pixel * scale + offset`,
-then `(x - mean) / std` as recorded in `input.preprocess`; the model outputs logits.
+The input is [1, 3, H, W] RGB, brought to (H, W) by `input.preprocess.fit` (pad by default) with PIL
+bilinear, then `pixel * scale + offset`, then `(x - mean) / std`; the model outputs logits.
 """
 
 from __future__ import annotations
@@ -93,14 +93,13 @@ def write_bundle(cfg: WasteConfig, prep: Prepared, model: Any, style: WeightStyl
             task="image-classification",
             labels=prep.labels,
             input=InputSpec(shape=[1, 3, cfg.img_size, cfg.img_size], layout="NCHW",
-                            preprocess=style.preprocess(cfg.img_size)),
+                            preprocess=style.preprocess(cfg.img_size, cfg.fit)),
             metrics={"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
                      "n_val": report["n"], "per_class": per_class},
             thresholds={"default": 0.5},
             training_config=cfg.model_dump(mode="json"),
             provenance=Provenance(git_commit=git_commit(), torch=torch.__version__, device=_device(cfg)),
             extra={"arch": arch, "output": "logits", "weights": weights_source,
-                   "resize": "stretch to (H, W) with PIL bilinear, no crop",
                    "epochs_run": [r.epochs_run for r in results], "verdict": report["verdict"]},
         )
     except BaseException:

@@ -91,7 +91,7 @@ def prepare(cfg: WasteConfig) -> Prepared:
             raise UserError(f"--classes {', '.join(unknown)} not found in {ds.root}; it has {', '.join(labels)}.")
         labels = sorted(cfg.classes)
     good = [f for f in ds.good if f.label in labels]
-    cache = ImageCache((cfg.img_size, cfg.img_size), root=cfg.cache_dir, workers=cfg.num_workers)
+    cache = ImageCache((cfg.img_size, cfg.img_size), root=cfg.cache_dir, workers=cfg.num_workers, fit=cfg.fit)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"Caching photos at {cfg.img_size}px", total=len(good))
         cached = cache.load([ds.root / f.rel for f in good], progress=lambda n: bar.advance(task, n))
