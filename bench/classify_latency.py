@@ -49,7 +49,7 @@ def mobilenet_bundle(root: Path, weights: Path) -> Bundle:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(w.add("model.onnx", "onnx", "model")),
                           input_names=["input"], output_names=["logits"], dynamo=False)
-    pre = Preprocess(color="RGB", resize=(224, 224), fit="pad", scale=1 / 127.5, offset=-1.0)  # the trainer default
+    pre = Preprocess(color="RGB", resize=(224, 224), scale=1 / 127.5, offset=-1.0)
     return w.commit(task="image-classification", labels=LABELS,
                     input=InputSpec(shape=[1, 3, 224, 224], layout="NCHW", preprocess=pre))
 
