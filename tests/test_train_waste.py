@@ -156,6 +156,7 @@ def test_weight_styles(imagenet_weights: Path) -> None:
         (["--classes", "glass,wood"], "wood not found"),
         (["--val-split", "1.5"], "--val-split"),
         (["--output", "bad name"], "must start with a letter"),
+        (["--fit", "zoom"], "--fit: Input should be 'stretch', 'pad' or 'crop'"),
     ],
 )
 def test_mistakes_exit_2_with_one_sentence(waste_mini: Path, capsys, args: list[str], message: str) -> None:

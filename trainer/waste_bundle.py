@@ -4,7 +4,7 @@ Files: `model.pt` (state_dict; format pytorch, role checkpoint), `split.json` (t
 train/val photos with their label index: export's accuracy gate and calibration evaluate on `val`),
 `history.json` (both phases, epochs numbered through), `config.json`, `evaluation_report.json`
 (per-class precision/recall/F1, confusion matrix, verdict, skipped files), `curves.png`, `confusion.png`.
-The input is [1, 3, H, W] RGB, brought to (H, W) by `input.preprocess.fit` (pad by default) with PIL
+The input is [1, 3, H, W] RGB, brought to (H, W) by `input.preprocess.fit` (stretch by default) with PIL
 bilinear, then `pixel * scale + offset`, then `(x - mean) / std`; the model outputs logits.
 """
 
