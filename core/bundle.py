@@ -29,6 +29,8 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 Task = Literal["image-classification", "wakeword", "sequence-classification"]
 TASKS: tuple[str, ...] = get_args(Task)
+ImageFit = Literal["stretch", "pad", "crop"]
+"""How a photo becomes the model's (height, width); the functions are `edgekit.edge.preprocess.FITS`."""
 
 
 class _Strict(BaseModel):
@@ -42,7 +44,7 @@ class Preprocess(_Strict):
     """Image channel order the model expects."""
     resize: tuple[int, int] | None = None
     """Image (height, width) the model takes."""
-    fit: Literal["stretch", "pad", "crop"] | None = None
+    fit: ImageFit | None = None
     """Images: how a photo of another aspect ratio becomes (height, width) (`edgekit.edge.preprocess.FITS`);
     None is stretch, what bundles made before this field did."""
     scale: float | None = None

@@ -89,16 +89,25 @@ FITS: dict[str, Fit] = {
 """How photos reach the model's size; a bundle without `fit` was trained with stretch."""
 
 
+def fit_spec(fit: str | None) -> Fit:
+    """`FITS[fit]` (None: stretch, what bundles without the field were made with).
+
+    Raises:
+        ValueError: for a name the table does not have.
+    """
+    spec = FITS.get(fit or "stretch")
+    if spec is None:
+        raise ValueError(f"unknown image fit {fit!r}; known: {', '.join(FITS)}")
+    return spec
+
+
 def fit_image(img: Image.Image, size: tuple[int, int], fit: str | None = None) -> np.ndarray:
     """A decoded image as uint8 [H, W] or [H, W, C] of `size` = (H, W), made by `FITS[fit]` (None: stretch).
 
     Training's image cache, the export gate, calibration and the device all call this, so they see the
     same pixels.
     """
-    spec = FITS.get(fit or "stretch")
-    if spec is None:
-        raise ValueError(f"unknown image fit {fit!r}; known: {', '.join(FITS)}")
-    return spec.fn(img, int(size[0]), int(size[1]))
+    return fit_spec(fit).fn(img, int(size[0]), int(size[1]))
 
 
 def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:

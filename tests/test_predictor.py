@@ -99,8 +99,9 @@ def test_preprocess_resizes_by_stretching(waste_mini):
 
 
 def test_pad_letterboxes_with_edge_pixels_and_crop_cuts_the_centre():
-    # 8 wide x 4 high, every pixel distinct: a 4x4 target keeps it undistorted at half size (pad) or
-    # cuts columns 2-5 at full size (crop); no resampling blur where the scale is exactly 1.
+    # Every pixel distinct, and every fit at scale exactly 1 (no resampling blur): an 8 wide x 4 high image
+    # cropped to 4x4 keeps columns 2-5; the same image turned upright (4 wide x 8 high) padded to 8x8 sits
+    # in columns 2-5 with its outer columns repeated on both sides.
     wide = np.arange(8 * 4 * 3, dtype=np.uint8).reshape(4, 8, 3)
     crop = fit_image(Image.fromarray(wide), (4, 4), "crop")
     np.testing.assert_array_equal(crop, wide[:, 2:6])
@@ -116,8 +117,15 @@ def test_pad_letterboxes_with_edge_pixels_and_crop_cuts_the_centre():
 
 
 def test_training_cache_and_device_make_the_same_pixels_for_every_fit(waste_mini, tmp_path):
+    from typing import get_args
+
+    from edgekit.bundle import ImageFit
     from edgekit.edge.preprocess import FITS
     from edgekit.trainer.image_cache import ImageCache
+
+    assert set(FITS) == set(get_args(ImageFit))  # every fit a bundle may name has a function, and no more
+    with pytest.raises(ValueError, match="unknown image fit 'zoom'"):
+        ImageCache((50, 40), root=tmp_path, fit="zoom")
 
     photos = sorted((waste_mini / "plastic").glob("*.jpg"))[:3]
     for fit in FITS:

@@ -1,7 +1,7 @@
 """Decode and resize every image once; keep the pixels as a uint8 memory-mapped array on disk.
 
-One store per target size and fit, `<cache>/images-v<N>-<H>x<W>[-<fit>]/`: `pixels.u8` holds rows of H*W*3 bytes (RGB,
-HWC) appended as new images arrive, and `index.json` maps each image's content hash to its row, so a
+One store per target size and fit, `<cache>/images-v<N>-<H>x<W>[-<fit>]/`: `pixels.u8` holds rows of
+H*W*3 bytes (RGB, HWC) appended as new images arrive, and `index.json` maps each image's content hash to its row, so a
 renamed or copied photo is not decoded again and an edited one is. Later epochs and later runs read
 the memmap; no JPEG is decoded twice. Files that fail to decode are remembered with the reason.
 
@@ -98,10 +98,9 @@ class ImageCache:
 
     def __init__(self, size: tuple[int, int], root: Path | None = None, workers: int | None = None,
                  fit: str = "stretch"):
-        from edgekit.edge.preprocess import FITS
+        from edgekit.edge.preprocess import fit_spec
 
-        if fit not in FITS:
-            raise ValueError(f"unknown image fit {fit!r}; known: {', '.join(FITS)}")
+        fit_spec(fit)  # an unknown name fails here, not as a decode error recorded against every photo
         self.size = (int(size[0]), int(size[1]))
         self.fit = fit
         name = f"images-v{DECODE_VERSION}-{self.size[0]}x{self.size[1]}" + ("" if fit == "stretch" else f"-{fit}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgekit.bundle import Preprocess, check_name
+from edgekit.bundle import ImageFit, Preprocess, check_name
 from edgekit.trainer.augment import AugmentConfig
 from edgekit.trainer.waste_data import PhotoBatches, Prepared, predict, prepare
 
@@ -101,7 +101,7 @@ class WasteConfig(BaseModel):
     """Threads that decode photos into the image cache."""
     img_size: int = Field(224, ge=32)
     """Square input size in pixels."""
-    fit: Literal["stretch", "pad", "crop"] = "stretch"
+    fit: ImageFit = "stretch"
     """How photos of other shapes become square (`edgekit.edge.preprocess.FITS`), recorded in the bundle so
     the device does the same. pad keeps the whole photo undistorted, but on waste-mini (portrait photos) it
     measured 77.2% 5-fold against stretch's 78.3%, so stretch stays the default."""
