@@ -221,6 +221,15 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert {h["phase"] for h in history} == {1, 2}
 
+    # Trained on the int8 grid (the default): the fine-tuned weights moved, and stayed where int8 stores them.
+    from edgekit.trainer.int8_grid import off_grid
+
+    state = torch.load(bundle.path / "model.pt", weights_only=True)
+    shared = torch.load(imagenet_weights, weights_only=True)
+    assert json.loads((bundle.path / "config.json").read_text())["int8_grid"] is True
+    assert not torch.equal(state["features.18.0.weight"], shared["features.18.0.weight"])
+    assert off_grid(state) < 1e-3
+
 
 def _broken_png() -> bytes:
     buf = io.BytesIO()

@@ -8,6 +8,9 @@ module tree mirrors `torchvision.models.mobilenet_v2` (`features.0.0.weight`,
 `padding="keras"` makes the five stride-2 3x3 convolutions pad like Keras/TensorFlow "same" (on even
 sizes: 0 before, 1 after) instead of torchvision's 1/1. Weights converted from Keras need it to compute
 the function they were trained as; it changes no parameter, only where the kernel lands.
+
+Every convolution and the classifier are grid layers (`edgekit.trainer.int8_grid`): plain nn.Conv2d/nn.Linear
+until training switches them onto the int8 weight grid.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.errors import UserError
+from edgekit.trainer.int8_grid import GridConv2d, GridLinear
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ def _divisible(v: float, divisor: int = 8) -> int:
     return new_v
 
 
-class SameConv2d(nn.Conv2d):
+class SameConv2d(GridConv2d):
     """A Conv2d that pads like TensorFlow's "same" (extra pixel after), computed from the input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,14 +57,14 @@ class SameConv2d(nn.Conv2d):
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pads), self.grid_weight(), self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int, groups: int, padding: Padding) -> nn.Sequential:
     if padding == "keras" and stride > 1:
         conv: nn.Conv2d = SameConv2d(cin, cout, kernel, stride, 0, groups=groups, bias=False)
     else:
-        conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+        conv = GridConv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
 
 
@@ -76,7 +80,7 @@ class InvertedResidual(nn.Module):
             layers.append(_conv_bn_relu(cin, hidden, 1, 1, 1, padding))
         layers += [
             _conv_bn_relu(hidden, hidden, 3, stride, hidden, padding),
-            nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
+            GridConv2d(hidden, cout, 1, 1, 0, bias=False),
             nn.BatchNorm2d(cout),
         ]
         self.conv = nn.Sequential(*layers)
@@ -104,7 +108,7 @@ class MobileNetV2(nn.Module):
                 cin = cout
         features.append(_conv_bn_relu(cin, self.last_channel, 1, 1, 1, padding))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), GridLinear(self.last_channel, num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:

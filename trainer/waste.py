@@ -92,6 +92,10 @@ class WasteConfig(BaseModel):
     """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
     train_bn: bool = False
     """Let BatchNorm layers update their statistics while fine-tuning (default: frozen, as the seed does)."""
+    int8_grid: bool = True
+    """Train every convolution and the head with its weights on the per-channel int8 grid the int8 exporters use
+    (straight-through, `edgekit.trainer.int8_grid`), and store the snapped weights: int8 export then keeps the
+    trained weights exactly, instead of rounding weights that fine-tuning moved off the grid."""
     views: int = Field(0, ge=0)
     """0 (default): augment every photo afresh each epoch. N > 0: run the frozen layers once on N augmented
     copies of each training photo and reuse the stored activations every epoch (`edgekit.trainer.waste_views`:
@@ -332,7 +336,7 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     import torch
 
     from edgekit.console import console
-    from edgekit.trainer import waste_bundle
+    from edgekit.trainer import int8_grid, waste_bundle
     from edgekit.trainer.engine import resolve_device, seed_everything
 
     if prep is None:
@@ -342,6 +346,7 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     model, style, source = build_model(cfg, len(prep.labels))
     # NHWC activations: about 2x faster depthwise convolutions on CPU (oneDNN), and faster with AMP on GPUs
     model = model.to(memory_format=torch.channels_last)
+    int8_grid.enable(model, cfg.int8_grid)
     pre = style.preprocess(cfg.img_size, cfg.fit)
     phases = plan(cfg)
     net, data, val_logits = _inputs(cfg, model, prep, pre, phases)
@@ -357,6 +362,7 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
                             train_all_bn=cfg.train_bn or ph.unfreeze is None)
         results.append(result)
     _keep_best_phase(model, results)
+    int8_grid.bake(model)
     device = resolve_device(cfg.device)
     logits = predict(model.to(device), prep, prep.split.val, pre, device)
     bundle = waste_bundle.write_bundle(cfg, prep, model.cpu(), style, source, logits.argmax(1).numpy(), results)

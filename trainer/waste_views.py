@@ -10,8 +10,9 @@ photo is seen in `views` + 1 fixed variations instead of a fresh one every epoch
 as much as 20 cached epochs; on waste-mini 16 views scored 1.9 points below live augmentation in 5-fold
 cross-validation (bench/RESULTS.md), so the trainer augments live unless `--views` is given.
 
-The store is keyed by the photos' pixels, the frozen weights, the split, the augmentation settings and
-the seed; a run with anything different builds a new one. The newest `KEEP` stores are kept.
+The store is keyed by the photos' pixels, the frozen weights (and whether they compute on the int8 grid), the
+split, the augmentation settings and the seed; a run with anything different builds a new one. The newest
+`KEEP` stores are kept.
 """
 
 from __future__ import annotations
@@ -90,9 +91,12 @@ def fit_views(model: torch.nn.Module, cut: int, size: int, n_photos: int, n_trai
 
 def _key(prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess, augment: AugmentConfig,
          views: int, seed: int) -> str:
+    from edgekit.trainer.int8_grid import GridLayer
+
     h = hashlib.blake2b(digest_size=12)
+    on_grid = any(isinstance(m, GridLayer) and m.grid for m in model.features[:cut].modules())  # snaps the weights
     h.update(json.dumps([VERSION, cut, views, seed, pre.model_dump(mode="json"), augment.model_dump(mode="json"),
-                         prep.split.train.tolist()]).encode())
+                         prep.split.train.tolist(), on_grid]).encode())
     for i in range(0, len(prep.y), 256):
         h.update(prep.images.get(np.arange(i, min(i + 256, len(prep.y)))).tobytes())
     for name, t in sorted(model.features[:cut].state_dict().items()):
