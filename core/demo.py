@@ -55,7 +55,9 @@ def run_demo(workdir: str) -> None:
     step("Train the waste classifier (MobileNetV2, ImageNet weights, two phases)", "train", "waste",
          "--data", waste, "--weights", shared / WEIGHTS, "--img-size", IMG_SIZE, "--epochs", EPOCHS,
          "--output", "demo-waste")
-    step("Export it with the accuracy gate", "export", "demo-waste", "--format", "onnx,onnx-int8,tflite")
+    # exit 3: the gate rejected a format (with 72 photos one flipped photo is 1.4 points); the deploy below
+    # then takes the first accepted format, as it does for users who leave out --format
+    step("Export it with the accuracy gate", "export", "demo-waste", "--format", "onnx,onnx-int8,tflite", ok=(0, 3))
 
     step("Train a custom wake word from synthetic speech", "train", "wakeword", "--phrase", "computer",
          "--preset", "quick", "--output", "demo-computer")
@@ -68,8 +70,8 @@ def run_demo(workdir: str) -> None:
     common = ["--restart", f"sh {shlex.quote(str(restart))}", "--health", f"http://127.0.0.1:{port}/health",
               "--health-timeout", "90"]
     try:
-        step("Deploy the classifier to the device (verified, atomic, health-checked)", "deploy",
-             f"local:{device}", "demo-waste", "--format", "onnx-int8", *common,
+        step("Deploy the classifier to the device (verified, atomic, health-checked; the first format the gate "
+             "accepted)", "deploy", f"local:{device}", "demo-waste", *common,
              "-e", f"EDGEKIT_API_PORT={port}", "-e", f"EDGEKIT_DATA_DIR={device / 'data'}",
              "-e", "EDGEKIT_CAMERA_SOURCE=folder", "-e", f"EDGEKIT_CAMERA={camera}",
              "-e", f"EDGEKIT_FEATURE_DIR={shared / 'assets' / 'openwakeword'}")
@@ -95,14 +97,14 @@ class _Stepper:
     def __init__(self, env: dict[str, str]):
         self.env, self.n = env, 0
 
-    def __call__(self, title: str, *args: object) -> None:
+    def __call__(self, title: str, *args: object, ok: tuple[int, ...] = (0,)) -> None:
         self.n += 1
         argv = [str(a) for a in args]
         console.print(Rule(f"[bold]{self.n}. {title}"))
         console.print(f"[dim]$ edgekit {shlex.join(argv)}[/]")
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "edgekit", *argv], env=self.env)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             raise UserError(f"Demo step {self.n} (`edgekit {shlex.join(argv)}`) failed with exit {proc.returncode}.")
         console.print(f"[dim]step {self.n} took {time.time() - t0:.0f} s[/]")
 
