@@ -70,8 +70,8 @@ def run_demo(workdir: str) -> None:
     common = ["--restart", f"sh {shlex.quote(str(restart))}", "--health", f"http://127.0.0.1:{port}/health",
               "--health-timeout", "90"]
     try:
-        step("Deploy the classifier to the device (verified, atomic, health-checked; the first format the gate "
-             "accepted)", "deploy", f"local:{device}", "demo-waste", *common,
+        step("Deploy the classifier's first gate-accepted format to the device", "deploy", f"local:{device}",
+             "demo-waste", *common,
              "-e", f"EDGEKIT_API_PORT={port}", "-e", f"EDGEKIT_DATA_DIR={device / 'data'}",
              "-e", "EDGEKIT_CAMERA_SOURCE=folder", "-e", f"EDGEKIT_CAMERA={camera}",
              "-e", f"EDGEKIT_FEATURE_DIR={shared / 'assets' / 'openwakeword'}")
