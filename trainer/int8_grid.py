@@ -23,12 +23,17 @@ QMAX = 127
 """Symmetric int8 weights use -127..127 (both exporters leave -128 out)."""
 
 
+def _step(w: torch.Tensor) -> torch.Tensor:
+    """The grid step of each output channel (dim 0), shaped to broadcast against `w`."""
+    scale = w.detach().reshape(w.shape[0], -1).abs().amax(1) / QMAX
+    scale = scale.clamp_min(torch.finfo(w.dtype).tiny)  # an all-zero channel stays zero
+    return scale.view(-1, *([1] * (w.dim() - 1)))
+
+
 def snap(w: torch.Tensor) -> torch.Tensor:
     """`w` rounded to the per-output-channel symmetric int8 grid (dim 0 is the output channel)."""
-    flat = w.detach().reshape(w.shape[0], -1)
-    scale = (flat.abs().amax(1) / QMAX).clamp_min(torch.finfo(w.dtype).tiny)  # an all-zero channel stays zero
-    scale = scale.view(-1, *([1] * (w.dim() - 1)))
-    return (w / scale).round().clamp(-QMAX, QMAX) * scale
+    step = _step(w)
+    return (w / step).round().clamp(-QMAX, QMAX) * step
 
 
 def straight_through(w: torch.Tensor) -> torch.Tensor:
@@ -84,7 +89,6 @@ def off_grid(state: dict[str, torch.Tensor]) -> float:
     worst = 0.0
     for key, w in state.items():
         if key.endswith("weight") and w.dim() in (2, 4) and w.is_floating_point():
-            flat = w.reshape(w.shape[0], -1).double()
-            scale = (flat.abs().amax(1, keepdim=True) / QMAX).clamp_min(1e-30)
-            worst = max(worst, float((flat / scale - (flat / scale).round()).abs().max()))
+            w = w.double()
+            worst = max(worst, float(((w - snap(w)) / _step(w)).abs().max()))
     return worst
