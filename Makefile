@@ -29,7 +29,6 @@ test: system-deps venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .demo .cache build dist *.egg-info
