@@ -282,3 +282,6 @@ def test_gate_decisions_thresholds_and_verdicts(tmp_path):
             gate.Result("tflite-int8", accuracy=0.88)]
     assert [r.format for r in gate.judge(rows, ref, max_drop=1.0)] == ["tflite-int8"]
     assert [r.status for r in rows] == ["accepted", "accepted", "rejected"]
+    assert gate.coarseness(72, 1.0).startswith(" With 72 validation samples one sample is 1.4 points")
+    assert "--max-drop 1.4" in gate.coarseness(72, 1.0)
+    assert gate.coarseness(100, 1.0) == gate.coarseness(500, 1.0) == ""

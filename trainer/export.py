@@ -186,7 +186,8 @@ def export_bundle(cfg: ExportConfig) -> list[gate.Result]:
     if rejected:
         names = ", ".join(f"{r.format} ({r.drop:.1f} points below PyTorch)" for r in rejected)
         raise gate.GateRejected(f"The accuracy gate rejected {names}; the files stay in {bundle.path} marked "
-                                "rejected, and deploy refuses them unless forced.")
+                                "rejected, and deploy refuses them unless forced."
+                                + gate.coarseness(len(val), cfg.max_drop))
     return results
 
 
