@@ -12,6 +12,7 @@ its score reaches `thresholds["default"]` or `thresholds["threshold"]` (0.5 when
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -126,9 +127,10 @@ def coarseness(n_samples: int, max_drop: float) -> str:
     step = 100.0 / max(1, n_samples)
     if step <= max_drop:
         return ""
-    return (f" With {n_samples} validation samples one sample is {step:.1f} points, more than the allowed "
+    allow_one = math.ceil(step * 10) / 10  # rounded up, so that passing it does allow one sample
+    return (f" With {n_samples} validation samples one sample is {step:.2f} points, more than the allowed "
             f"{max_drop:g}: a single prediction lost rejects a format. More validation data, or --max-drop "
-            f"{step:.1f} to allow one, makes the gate less strict.")
+            f"{allow_one:.1f} to allow one, makes the gate less strict.")
 
 
 def store(bundle: Bundle, results: list[Result], max_drop: float, samples: str) -> None:
