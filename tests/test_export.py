@@ -80,6 +80,51 @@ def test_predict_image_on_a_real_photo_matches_pytorch(waste_export, waste_mini)
         assert np.abs(scores - expected).max() < FP32_DIFF, name
 
 
+def _zero_point_vectors(model: bytes) -> tuple[int, set[int], set[bytes]]:
+    """Tensors with zero points, where their zero-point vectors lie in the file, and their distinct contents."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    graph = fb.Model.GetRootAs(model, 0).Subgraphs(0)
+    n, where, contents = 0, set(), set()
+    for i in range(graph.TensorsLength()):
+        q = graph.Tensors(i).Quantization()
+        if q is not None and q.ZeroPointLength():
+            n += 1
+            where.add(q._tab.Vector(q._tab.Offset(10)))  # zero_point is field 3 of QuantizationParameters
+            contents.add(q.ZeroPointAsNumpy().tobytes())
+    return n, where, contents
+
+
+def test_tflite_int8_stores_each_quantization_vector_once(waste_export, waste_mini, tmp_path):
+    """The exported int8 file points every identical zero-point vector at one copy, keeps tensor data 16-byte
+    aligned, and scores real photos exactly as the same model packed the plain way does."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from edgekit.trainer.tflite_compact import compact
+
+    bundle = waste_export[0]
+    compacted = bundle.model_file("tflite-int8").read_bytes()
+    plain = flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(
+        bytearray(compacted)))
+    n, where, contents = _zero_point_vectors(compacted)
+    assert n > 100 and len(where) == len(contents) < n // 3, (n, len(where), len(contents))
+    assert len(_zero_point_vectors(plain)[1]) == n  # the object API writes one vector per tensor
+    assert len(plain) - len(compacted) > 0.08 * len(plain), (len(plain), len(compacted))
+    buffers = fb.Model.GetRootAs(compacted, 0)
+    offsets = [buffers.Buffers(i).Offset() for i in range(buffers.BuffersLength())]
+    assert sum(o > 1 for o in offsets) > 50 and all(o % 16 == 0 for o in offsets if o > 1)
+    assert len(compact(compacted)) == len(compacted)
+    ours = Predictor.from_bundle(bundle, "tflite-int8")
+    (tmp_path / ours.path.name).write_bytes(plain)  # same name: the manifest gives the file's layout (NHWC)
+    theirs = Predictor(tmp_path / ours.path.name, bundle.manifest)
+    for cls in ("glass", "paper", "trash"):
+        photo = sorted((waste_mini / cls).glob("*.jpg"))[0]
+        assert np.array_equal(ours.predict_image(photo), theirs.predict_image(photo)), photo
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        compact(b"PK\x03\x04 not a model at all")
+
+
 def _copy_bundle(bundle: Bundle, dest: Path) -> Bundle:
     shutil.copytree(bundle.path, dest / bundle.name / bundle.version)
     return Bundle.load(dest / bundle.name / bundle.version)
