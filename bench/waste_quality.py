@@ -34,7 +34,8 @@ def _run(label: str, weights: str, args: argparse.Namespace, work: Path, fold: i
     name = label if fold is None else f"{label}-fold{fold}"
     cfg = waste.WasteConfig(data=args.data, weights=weights, epochs=args.epochs, img_size=args.img_size,
                             seed=args.seed, device=args.device, patience=args.patience, views=args.views,
-                            output=f"quality-{label}", run_dir=work / "runs" / name, resume=False)
+                            output=f"quality-{label}", run_dir=work / "runs" / name, resume=False,
+                            **({} if args.sam is None else {"sam": args.sam}))
     prep = prepare(cfg)
     if fold is not None:
         prep.split = fold_splits(prep.y, args.folds, args.seed)[fold]
@@ -64,6 +65,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", default="pretrained,scratch", help="Which runs, comma-separated.")
     ap.add_argument("--views", type=int, default=0, help="Cached augmented views per photo (0: live augmentation).")
+    ap.add_argument("--sam", type=float, default=None, help="Sharpness-aware radius (default: the trainer's; 0: off).")
     ap.add_argument("--folds", type=int, default=0,
                     help="Also K-fold cross-validate the pretrained run (0: only the seed's split).")
     ap.add_argument("--json", default=None, help="Also write the results here.")

@@ -322,3 +322,61 @@ def test_classification_report_by_hand(tmp_path):
     json.dumps(r)
     png = plot_confusion(r["confusion_matrix"], r["labels"], tmp_path / "cm.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+class _FixedBatch:
+    """All samples in one batch, no augmentation: a step can be recomputed by hand."""
+
+    def __init__(self) -> None:
+        self.x, self.y = worker._dataset(worker.N_TRAIN, 0)
+
+    def __len__(self) -> int:
+        return worker.N_TRAIN
+
+    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.from_numpy(np.asarray(idx))
+        return self.x[i].to(device), self.y[i].to(device)
+
+
+def test_sam_step_takes_the_gradient_uphill_and_keeps_the_weights_it_stepped_from(tmp_path):
+    """One SAM step through `fit` equals SGD with the gradient at w + rho g/|g|, applied to w itself."""
+    from edgekit.trainer import sharpness
+    from edgekit.trainer.engine import FitConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(worker.FEATURES, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, worker.CLASSES))
+    model[0].bias.requires_grad_(False)  # a frozen parameter must not move at all
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    data, rho, lr = _FixedBatch(), 0.5, 0.1
+    x, y = data.x, data.y
+
+    def loss_at(weights: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        params = {k: v.clone().requires_grad_(k != "0.bias") for k, v in weights.items()}
+        loss = torch.nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+        trainable = [k for k in params if k != "0.bias"]
+        return loss, dict(zip(trainable, torch.autograd.grad(loss, [params[k] for k in trainable]), strict=True))
+
+    _, g = loss_at(w0)
+    norm = torch.sqrt(sum((v ** 2).sum() for v in g.values()))
+    _, g_up = loss_at({k: v + rho * g[k] / norm if k in g else v for k, v in w0.items()})
+    expected = {k: v - lr * g_up[k] if k in g_up else v for k, v in w0.items()}
+
+    fit(model, data, worker.step_fn, worker.eval_fn, lambda ps: torch.optim.SGD(ps, lr=lr), lambda *a: None,
+        FitConfig(epochs=1, batch_size=worker.N_TRAIN, device="cpu", patience=0, grad_clip=None, sam_rho=rho,
+                  restore_best=False), tmp_path)
+    got = {k: v.clone() for k, v in model.state_dict().items()}
+    for k in expected:
+        assert torch.allclose(got[k], expected[k], rtol=0, atol=1e-6), k
+    assert torch.equal(got["0.bias"], w0["0.bias"])
+    plain = {k: v - lr * g[k] if k in g else v for k, v in w0.items()}
+    assert not torch.allclose(got["2.weight"], plain["2.weight"], rtol=0, atol=1e-4)  # SAM is not plain SGD here
+    saved = ckpt_io.load(tmp_path / ckpt_io.LAST)["model"]
+    assert all(torch.equal(saved[k], got[k]) for k in got)  # the checkpoint holds the weights, not the nudged ones
+
+    nudge = sharpness.ascend(model, worker.step_fn(model, data.batch(np.arange(8), "cpu")).loss, rho)
+    assert len(nudge.moved) == 3 and not torch.equal(model.state_dict()["2.weight"], got["2.weight"])
+    nudge.undo()
+    assert all(torch.equal(model.state_dict()[k], got[k]) for k in got)  # back bit for bit
+    overflow = model(x).sum() * float("inf")  # an fp16 overflow's gradient: the step stays a plain one
+    assert not sharpness.ascend(model, overflow, rho).moved

@@ -41,7 +41,7 @@ Behaviour:
   raise `TrainingFailed` (a UserError) with what to do.
 - Early stopping on `monitor` (`mode` min/max, `patience`, `min_delta`); `history.json`, `config.json`,
   `curves.png` (redrawn at most once a minute, and at the end) in run_dir; AMP on CUDA; gradient
-  clipping; device auto|cuda|cpu; Rich progress bar;
+  clipping; optional sharpness-aware steps (`sam_rho`); device auto|cuda|cpu; Rich progress bar;
   seed-style epoch lines: `Epoch [3/20] Train Loss: 0.35, Acc: 89.7% | Val Loss: 0.21, Acc: 91.9%`.
 - `hooks.on_step(epoch, global_step, batch_size)` is called before each step (tests inject OOM there).
 - `train_mode_fn(model)` (optional) is called instead of `model.train()` at each epoch start, so a
@@ -100,6 +100,9 @@ class FitConfig(BaseModel):
     """Mixed precision (torch.autocast float16 + GradScaler); used on CUDA only."""
     grad_clip: float | None = Field(1.0, gt=0)
     """Clip the gradient norm to this (None: no clipping)."""
+    sam_rho: float = Field(0.0, ge=0)
+    """Sharpness-aware minimisation: take each step's gradient this far uphill (`edgekit.trainer.sharpness`);
+    0 turns it off. Costs a second forward and backward pass per step."""
     checkpoint_every_steps: int = Field(0, ge=0)
     """Also write `checkpoint_last.pt` every N steps inside an epoch (0: only at epoch ends)."""
     resume: bool = True

@@ -22,6 +22,7 @@ from edgekit.atomic import write_json
 from edgekit.console import console
 from edgekit.errors import UserError
 from edgekit.trainer import checkpoint as ckpt_io
+from edgekit.trainer import sharpness
 from edgekit.trainer.best import BestTracker
 from edgekit.trainer.engine import (
     BEST_K,
@@ -213,10 +214,20 @@ class Trainer:
                 f"The training loss became {loss} at epoch {self.epoch + 1}, step "
                 f"{self.global_step + 1}; lower the learning rate or check the data."
             )
-        self.scaler.scale(out.loss).backward()
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        nudge = sharpness.Nudge()
+        try:
+            if self.cfg.sam_rho and math.isfinite(loss):  # SAM: the gradient is taken a step uphill
+                nudge = sharpness.ascend(self.model, self.scaler.scale(out.loss), self.cfg.sam_rho)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    uphill = self.step_fn(self.model, batch)
+                self.scaler.scale(uphill.loss).backward()
+            else:
+                self.scaler.scale(out.loss).backward()
+            if self.cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        finally:
+            nudge.undo()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         before = self.samples_done

