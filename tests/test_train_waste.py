@@ -157,6 +157,7 @@ def test_weight_styles(imagenet_weights: Path) -> None:
         (["--val-split", "1.5"], "--val-split"),
         (["--output", "bad name"], "must start with a letter"),
         (["--fit", "zoom"], "--fit: Input should be 'stretch', 'pad' or 'crop'"),
+        (["--sam", "-0.05"], "--sam: Input should be greater than or equal to 0"),
     ],
 )
 def test_mistakes_exit_2_with_one_sentence(waste_mini: Path, capsys, args: list[str], message: str) -> None:
@@ -177,7 +178,7 @@ def test_train_on_waste_mini_beats_chance_and_bundle_is_consistent(
     with pytest.raises(SystemExit) as exc:
         main(["train", "waste", "--data", str(waste_mini), "--weights", str(imagenet_weights), "--img-size",
               str(size), "--epochs", "4", "--lr", "0.003", "--unfreeze", "20", "--device", "cpu", "--fit", "pad",
-              "--run-dir", str(tmp_path / "run"), "--output", "bins"])
+              "--sam", "0.05", "--run-dir", str(tmp_path / "run"), "--output", "bins"])
     out = capsys.readouterr().out
     assert exc.value.code in (0, None), out
     assert "Epoch [1/1] Train Loss:" in out and "Epoch [3/3] Train Loss:" in out and "Val Loss:" in out

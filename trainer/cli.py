@@ -50,8 +50,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         train_bn: bool = typer.Option(False, "--train-bn", help="Update BatchNorm statistics while fine-tuning."),
         int8_grid: bool = typer.Option(True, "--int8-grid/--no-int8-grid",
                                        help="Train weights on the int8 grid, so int8 export keeps them exactly."),
-        sam: float = typer.Option(0.05, help="Sharpness-aware steps: gradient taken this far uphill (0: off; "
-                                             "off halves the time per step)."),
+        sam: float = typer.Option(0.0, help="Sharpness-aware steps: take the gradient this far uphill (e.g. 0.05; "
+                                            "doubles the time per step; 0: off)."),
         views: int = typer.Option(0, help="Run the frozen layers once on N augmented copies per photo and reuse them "
                                           "every epoch (faster on CPU; 0: augment live)."),
         balance: str = typer.Option("weights", help="Class imbalance: weights (loss), sampler or none."),
