@@ -97,7 +97,8 @@ def _zero_point_vectors(model: bytes) -> tuple[int, set[int], set[bytes]]:
 
 def test_tflite_int8_stores_each_quantization_vector_once(waste_export, waste_mini, tmp_path):
     """The exported int8 file points every identical zero-point vector at one copy, keeps tensor data 16-byte
-    aligned, and scores real photos exactly as the same model packed the plain way does."""
+    aligned (or inside the FlatBuffer when the input had it there), and scores real photos exactly as the same
+    model packed the plain way does."""
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -115,12 +116,21 @@ def test_tflite_int8_stores_each_quantization_vector_once(waste_export, waste_mi
     offsets = [buffers.Buffers(i).Offset() for i in range(buffers.BuffersLength())]
     assert sum(o > 1 for o in offsets) > 50 and all(o % 16 == 0 for o in offsets if o > 1)
     assert len(compact(compacted)) == len(compacted)
+    inline = compact(plain)  # a file with its data inside the FlatBuffer keeps it there
+    inline_model = fb.Model.GetRootAs(inline, 0)
+    assert all(inline_model.Buffers(i).Offset() == 0 for i in range(inline_model.BuffersLength()))
+    assert len(_zero_point_vectors(inline)[1]) == len(where) and len(inline) < len(plain)
     ours = Predictor.from_bundle(bundle, "tflite-int8")
     (tmp_path / ours.path.name).write_bytes(plain)  # same name: the manifest gives the file's layout (NHWC)
     theirs = Predictor(tmp_path / ours.path.name, bundle.manifest)
+    (tmp_path / "inline").mkdir()
+    (tmp_path / "inline" / ours.path.name).write_bytes(inline)
+    also = Predictor(tmp_path / "inline" / ours.path.name, bundle.manifest)
     for cls in ("glass", "paper", "trash"):
         photo = sorted((waste_mini / cls).glob("*.jpg"))[0]
-        assert np.array_equal(ours.predict_image(photo), theirs.predict_image(photo)), photo
+        expected = theirs.predict_image(photo)
+        assert np.array_equal(ours.predict_image(photo), expected) and np.array_equal(also.predict_image(photo),
+                                                                                       expected), photo
     with pytest.raises(ValueError, match="not a TFLite model"):
         compact(b"PK\x03\x04 not a model at all")
 

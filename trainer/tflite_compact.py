@@ -7,9 +7,10 @@ distinct lengths. The TFLite schema stores these as FlatBuffers vectors, and Fla
 tables point at one vector, so each distinct vector is written once here (34 KB for that model).
 
 ai-edge-quantizer packs with the generated object API, which writes every vector anew. This module packs
-the same object tree through a builder that remembers the vectors it wrote, and lays the tensor data out
-after the FlatBuffer at 16-byte aligned offsets (`Buffer.offset`/`size`), as ai-edge-quantizer does for
-models over 256 KB. Nothing else changes: same tensors, same bytes of weights, same operators.
+the same object tree through a builder that remembers the vectors it wrote. Tensor data keeps the layout
+the file had: after the FlatBuffer at 16-byte aligned offsets (`Buffer.offset`/`size`, what
+ai-edge-quantizer writes for models over 256 KB) or inside it. Nothing else changes: same tensors, same
+bytes of weights, same operators.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def _shared_quantization(fb: Any, cache: _VectorCache) -> type:
 
 
 def compact(model: bytes) -> bytearray:
-    """The same TFLite model with each distinct quantization vector stored once and the tensor data
-    16-byte aligned after the FlatBuffer.
+    """The same TFLite model with each distinct quantization vector stored once.
 
     Raises:
         ValueError: `model` is not a TFLite file.
@@ -80,6 +80,8 @@ def compact(model: bytes) -> bytearray:
 
     if bytes(model[4:8]) != _TFLITE_IDENTIFIER:
         raise ValueError("not a TFLite model (no TFL3 identifier)")
+    packed_in = fb.Model.GetRootAs(model, 0)
+    external = any(packed_in.Buffers(i).Offset() > 1 for i in range(packed_in.BuffersLength()))
     obj = flatbuffer_utils.read_model_from_bytearray(bytearray(model))  # external buffers read into .data
     builder = flatbuffers.Builder(1024)
     shared = _shared_quantization(fb, _VectorCache(builder))
@@ -91,11 +93,13 @@ def compact(model: bytes) -> bytearray:
                 tensor.quantization = q
     data: dict[int, bytes] = {}
     for i, buf in enumerate(obj.buffers):
-        if buf.data is not None and len(buf.data):
+        if external and buf.data is not None and len(buf.data):
             data[i] = bytes(buf.data)
             buf.data, buf.offset, buf.size = None, 1, 1  # non-default, so Pack writes the fields we patch below
     builder.Finish(obj.Pack(builder), file_identifier=_TFLITE_IDENTIFIER)
     head = builder.Output()
+    if not data:
+        return bytearray(head)
     offsets, end = {}, _round_up(len(head))
     for i, blob in data.items():
         offsets[i], end = end, _round_up(end + len(blob))
