@@ -104,10 +104,11 @@ def quantize_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
     with _quiet():
         qt = quantizer.Quantizer(fitted)
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
-        qt.quantize(ranges).export_model(str(out), overwrite=True)
-    before = out.stat().st_size
-    out.write_bytes(tflite_compact.compact(out.read_bytes()))  # a scratch file: convert_all moves it into place
-    log.info("stored repeated quantization vectors once: %.2f MB -> %.2f MB", before / 1e6, out.stat().st_size / 1e6)
+        quantized = qt.quantize(ranges).quantized_model
+    compacted = tflite_compact.compact(quantized)
+    out.write_bytes(compacted)  # a scratch file: convert_all moves it into place
+    log.info("stored repeated quantization vectors once: %.2f MB -> %.2f MB", len(quantized) / 1e6,
+             len(compacted) / 1e6)
 
 
 # builtin operator code → axis of the weight's output channels (TFLite schema: CONV_2D=3, DEPTHWISE_CONV_2D=4,

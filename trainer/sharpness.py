@@ -14,6 +14,7 @@ weights in the model or in a checkpoint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,10 @@ def ascend(model: torch.nn.Module, loss: torch.Tensor, rho: float) -> Nudge:
     if not pairs:
         return nudge
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in pairs]))
-    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+    size = float(norm)
+    if not math.isfinite(size) or size == 0.0:
         return nudge
-    scale = rho / float(norm)
+    scale = rho / size
     with torch.no_grad():
         for p, g in pairs:
             nudge.moved.append((p, p.detach().clone()))

@@ -2,7 +2,7 @@
 
 A per-channel int8 tensor carries one float32 scale and one int64 zero point per output channel, and a
 conv's int32 bias carries the same again. The zero points of symmetric int8 weights are all 0, so a
-MobileNetV2 at 224 px holds 171 zero-point vectors (34,191 values, 274 KB, ~10% of the file) with only 15
+MobileNetV2 at 224 px holds 171 zero-point vectors (34,189 values, 274 KB, ~10% of the file) with only 15
 distinct lengths. The TFLite schema stores these as FlatBuffers vectors, and FlatBuffers lets any number of
 tables point at one vector, so each distinct vector is written once here (34 KB for that model).
 
