@@ -11,7 +11,7 @@ import gc
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ from edgekit.trainer.engine import (
     resolve_device,
     seed_everything,
 )
-from edgekit.trainer.progress import EpochProgress, epoch_line
+from edgekit.trainer.plots import plot_curves_quietly
+from edgekit.trainer.progress import EpochProgress, EpochSums, epoch_line
 from edgekit.trainer.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,6 @@ PLOT_EVERY_S = 60.0
 
 MAX_NONFINITE_STEPS = 32
 """Consecutive non-finite AMP steps before giving up (the scaler has then divided its scale by 2**32)."""
-
-
-@dataclass
-class _Sums:
-    loss: float = 0.0
-    correct: int = 0
-    n: int = 0
-    has_acc: bool = False
-    seconds: float = 0.0
 
 
 class Trainer:
@@ -98,7 +90,7 @@ class Trainer:
         self.epoch = self.samples_done = self.global_step = 0
         self.nonfinite_run = 0
         self.batch_size = cfg.batch_size
-        self.best, self.sums, self.history = BestTracker(), _Sums(), []
+        self.best, self.sums, self.history = BestTracker(), EpochSums(), []
         self.oom_retries = 0
         self.plotted_at = time.monotonic()
         self.stop = GracefulStop()
@@ -116,7 +108,7 @@ class Trainer:
                     self._epoch_with_recovery()
         finally:
             restore()
-        _plot_quietly(self.history, self.run_dir / CURVES)
+        plot_curves_quietly(self.history, self.run_dir / CURVES)
         result = self._result()
         write_json(self.run_dir / DONE, result.to_json())
         ckpt_io.load_final_weights(self.model, self.run_dir, self.cfg.restore_best)
@@ -169,10 +161,7 @@ class Trainer:
             idx = order[self.samples_done : self.samples_done + self.batch_size]
             self._step(idx)
             self.sums.seconds = time.monotonic() - started
-            n = max(self.sums.n, 1)
-            self.progress.advance(
-                self.samples_done, self.sums.loss / n, self.sums.correct / n if self.sums.has_acc else None
-            )
+            self.progress.advance(self.samples_done, self.sums.mean_loss(), self.sums.mean_acc())
             end_of_epoch = not self._has_batch()
             every = self.cfg.checkpoint_every_steps
             if not end_of_epoch and (self.stop.requested or (every and self.global_step % every == 0)):
@@ -203,8 +192,7 @@ class Trainer:
             self.hooks.on_step(self.epoch, self.global_step, self.batch_size)
         self.optimizer.zero_grad(set_to_none=True)
         batch = self.data.batch(idx, self.device)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.step_fn(self.model, batch)
+        out = self._forward(batch)
         loss = float(out.loss.detach())
         # With AMP an fp16 overflow now and then is normal (the scaler skips the step and lowers its scale);
         # a loss that stays non-finite for MAX_NONFINITE_STEPS steps in a row will not recover.
@@ -214,35 +202,29 @@ class Trainer:
                 f"The training loss became {loss} at epoch {self.epoch + 1}, step "
                 f"{self.global_step + 1}; lower the learning rate or check the data."
             )
-        nudge = sharpness.Nudge()
-        try:
-            if self.cfg.sam_rho and math.isfinite(loss):  # SAM: the gradient is taken a step uphill
-                nudge = sharpness.ascend(self.model, self.scaler.scale(out.loss), self.cfg.sam_rho)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    uphill = self.step_fn(self.model, batch)
-                self.scaler.scale(uphill.loss).backward()
-            else:
-                self.scaler.scale(out.loss).backward()
-            if self.cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        finally:
-            nudge.undo()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        sam = self.cfg.sam_rho if math.isfinite(loss) else 0.0
+        sharpness.step(
+            self.model,
+            self.optimizer,
+            self.scaler,
+            out.loss,
+            lambda: self._forward(batch).loss,
+            sam,
+            self.cfg.grad_clip,
+        )
         before = self.samples_done
         self.samples_done += len(idx)
         self.global_step += 1
         if math.isfinite(loss):  # with AMP the scaler skips such steps; keep them out of the average
-            self.sums.loss += loss * out.n
-            self.sums.n += out.n
-            if out.correct is not None:
-                self.sums.correct += int(out.correct)
-                self.sums.has_acc = True
+            self.sums.add(loss, out.n, out.correct)
         if self.schedule is not None and self.schedule.interval == "step":
             for _ in range(self._sched_steps(self.samples_done) - self._sched_steps(before)):
                 self.schedule.scheduler.step()
         log.debug("epoch %d step %d: loss %.4f, batch %d", self.epoch + 1, self.global_step, loss, len(idx))
+
+    def _forward(self, batch):
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            return self.step_fn(self.model, batch)
 
     def _sched_steps(self, samples: int) -> int:
         """Scheduler steps owed after `samples`: counted in configured batches, so a smaller batch size
@@ -257,12 +239,12 @@ class Trainer:
             self.schedule.scheduler.step()
         elif self.schedule is not None and self.schedule.interval == "plateau":
             self.schedule.scheduler.step(record[self.cfg.monitor])
-        self.epoch, self.samples_done, self.sums = self.epoch + 1, 0, _Sums()
+        self.epoch, self.samples_done, self.sums = self.epoch + 1, 0, EpochSums()
         state = self._update_best(record)
         ckpt_io.save_last(self.run_dir, state)
         write_json(self.run_dir / HISTORY, self.history)
         if time.monotonic() - self.plotted_at > PLOT_EVERY_S:  # drawing costs ~1 s: not after every epoch
-            _plot_quietly(self.history, self.run_dir / CURVES)
+            plot_curves_quietly(self.history, self.run_dir / CURVES)
             self.plotted_at = time.monotonic()
 
     def _evaluate(self) -> dict[str, float]:
@@ -272,15 +254,14 @@ class Trainer:
         return {k: float(v) for k, v in (metrics or {}).items()}
 
     def _epoch_record(self, metrics: dict[str, float]) -> dict[str, Any]:
-        s = self.sums
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
-            "train_loss": s.loss / s.n if s.n else float("nan"),
-            "train_acc": s.correct / s.n if s.has_acc and s.n else None,
+            "train_loss": self.sums.mean_loss(),
+            "train_acc": self.sums.mean_acc(),
             **metrics,
             "lr": self.optimizer.param_groups[0]["lr"],
             "batch_size": self.batch_size,
-            "time_s": round(s.seconds, 3),
+            "time_s": round(self.sums.seconds, 3),
         }
         if record.get(self.cfg.monitor) is None:
             known = [k for k, v in record.items() if isinstance(v, float)]
@@ -345,7 +326,7 @@ class Trainer:
         ckpt_io.restore_rng(ckpt["rng"])
         self.epoch, self.samples_done, self.global_step = ckpt["epoch"], ckpt["samples_done"], ckpt["global_step"]
         self.batch_size = min(ckpt["batch_size"], self.cfg.batch_size)
-        self.best, self.sums = BestTracker(**ckpt["best"]), _Sums(**ckpt["sums"])
+        self.best, self.sums = BestTracker(**ckpt["best"]), EpochSums(**ckpt["sums"])
         self.history = list(ckpt["history"])
         kept = {BEST_K.format(epoch=e) for _, e in self.best.top}
         for p in self.run_dir.glob("checkpoint_best_e*.pt"):  # written after this checkpoint: replayed
@@ -405,13 +386,3 @@ class Trainer:
             global_step=self.global_step,
             best_epochs=[e for _, e in self.best.top],
         )
-
-
-def _plot_quietly(history: list[dict[str, Any]], path: Path) -> None:
-    """The curves are a convenience: a plotting failure is logged, never fatal to training."""
-    try:
-        from edgekit.trainer.plots import plot_curves
-
-        plot_curves(history, path)
-    except Exception as e:  # noqa: BLE001
-        log.warning("Could not draw %s: %s", path, e)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgekit.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot() -> Any:
@@ -52,6 +55,14 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     return _save(plt, fig, path)
+
+
+def plot_curves_quietly(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """`plot_curves` for the training loop: the curves are a convenience, so a failure is logged, never fatal."""
+    try:
+        plot_curves(history, path)
+    except Exception as e:  # noqa: BLE001
+        log.warning("Could not draw %s: %s", path, e)
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path) -> Path:

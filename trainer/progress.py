@@ -8,6 +8,7 @@ only those lines are printed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -32,6 +33,31 @@ def _pair(title: str, record: dict[str, Any], split: str) -> str:
     if record.get(f"{split}_acc") is not None:
         bits.append(("Acc" if bits else f"{title} Acc") + f": {100 * record[f'{split}_acc']:.1f}%")
     return ", ".join(bits)
+
+
+@dataclass
+class EpochSums:
+    """The epoch's running training numbers (finite-loss steps only) behind the bar and the epoch line."""
+
+    loss: float = 0.0
+    correct: int = 0
+    n: int = 0
+    has_acc: bool = False
+    seconds: float = 0.0
+
+    def add(self, loss: float, n: int, correct: int | None) -> None:
+        """Count one step: its mean `loss` over `n` samples, `correct` of them (None: no accuracy)."""
+        self.loss += loss * n
+        self.n += n
+        if correct is not None:
+            self.correct += int(correct)
+            self.has_acc = True
+
+    def mean_loss(self) -> float:
+        return self.loss / self.n if self.n else float("nan")
+
+    def mean_acc(self) -> float | None:
+        return self.correct / self.n if self.has_acc and self.n else None
 
 
 class EpochProgress:

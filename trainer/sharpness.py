@@ -7,9 +7,9 @@ for two forward and backward passes per step. On waste-mini (288 training photos
 80.0% and 76.4% 5-fold on two partitions where plain steps scored 78.9% and 77.5% (bench/RESULTS.md), so
 `edgekit train waste` leaves it off unless `--sam` is given.
 
-The loop owns the order (`ascend`, second forward and backward, `Nudge.undo`, optimizer step); undo runs in
-a `finally`, so an interrupt or an out-of-memory error between the two passes never leaves the moved
-weights in the model or in a checkpoint.
+`step` is the loop's whole update, plain or sharpness-aware: backward, optional clipping, optimizer step.
+Its undo runs in a `finally`, so an interrupt or an out-of-memory error between the two passes never
+leaves the moved weights in the model or in a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 
@@ -63,3 +65,35 @@ def ascend(model: torch.nn.Module, loss: torch.Tensor, rho: float) -> Nudge:
             nudge.moved.append((p, p.detach().clone()))
             p.add_((g * scale).to(p.dtype))
     return nudge
+
+
+def step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss: torch.Tensor,
+    again: Callable[[], torch.Tensor],
+    rho: float = 0.0,
+    grad_clip: float = 0.0,
+) -> None:
+    """Backward, clip and step for one batch whose forward pass gave `loss`.
+
+    With `rho` > 0 the gradient is the one at the weights nudged uphill (`ascend`), where `again()` runs
+    the forward pass a second time; the weights are put back before the optimizer steps. The caller
+    passes `rho` 0 for a non-finite loss, which the scaler then skips.
+    """
+    import torch
+
+    nudge = Nudge()
+    try:
+        if rho:
+            nudge = ascend(model, scaler.scale(loss), rho)
+            loss = again()
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    finally:
+        nudge.undo()
+    scaler.step(optimizer)
+    scaler.update()
