@@ -37,8 +37,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     from edgekit.edge.camera import CAMERA_SOURCES
     from edgekit.edge.sources import describe
 
-    data, record, calibrate = groups["data"], groups["record"], groups["calibrate"]
+    _register_serve(app, describe(AUDIO_SOURCES), describe(CAMERA_SOURCES))
+    _register_capture(groups["data"], describe(CAMERA_SOURCES))
+    _register_record(groups["record"])
+    _register_calibrate(groups["calibrate"])
 
+
+def _register_serve(app: typer.Typer, audio_sources: str, camera_sources: str) -> None:
     @app.command("serve")
     def serve(
         env_file: Path | None = typer.Option(None, "--env-file", help="Settings file (.env); the environment "
@@ -46,9 +51,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         wakeword: str | None = typer.Option(None, help="OPENWAKEWORD_MODEL_PATHS: comma list of wake-word "
                                                "models or bundles."),
         model: Path | None = typer.Option(None, help="MODEL_PATH: image classifier bundle (or a model in it)."),
-        audio_source: str | None = typer.Option(None, help=f"EDGEKIT_AUDIO_SOURCE. {describe(AUDIO_SOURCES)}."),
+        audio_source: str | None = typer.Option(None, help=f"EDGEKIT_AUDIO_SOURCE. {audio_sources}."),
         audio_path: str | None = typer.Option(None, "--wav", help="EDGEKIT_AUDIO_PATH: WAV files/folders."),
-        camera_source: str | None = typer.Option(None, help=f"EDGEKIT_CAMERA_SOURCE. {describe(CAMERA_SOURCES)}."),
+        camera_source: str | None = typer.Option(None, help=f"EDGEKIT_CAMERA_SOURCE. {camera_sources}."),
         camera: str | None = typer.Option(None, help="EDGEKIT_CAMERA: camera number, index, video or folder."),
         host: str | None = typer.Option(None, help="EDGEKIT_API_HOST (default 127.0.0.1)."),
         port: int | None = typer.Option(None, help="EDGEKIT_API_PORT (default 8000)."),
@@ -66,12 +71,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                  api_host=host, api_port=port, data_dir=data_dir)
         Service(settings).run()
 
+
+def _register_capture(data: typer.Typer, camera_sources: str) -> None:
     @data.command("capture")
     def capture(
         classes: str = typer.Option(..., help="Comma list of class names, captured in this order."),
         out: Path = typer.Option(..., help="Dataset folder; photos go to OUT/<class>/."),
         target: int = typer.Option(100, min=1, help="Photos wanted per class (shown as existing/target)."),
-        source: str = typer.Option("picamera2", help=f"Camera source. {describe(CAMERA_SOURCES)}."),
+        source: str = typer.Option("picamera2", help=f"Camera source. {camera_sources}."),
         camera: str | None = typer.Option(None, help="Camera number, OpenCV index/video file, or image folder."),
         ui: str = typer.Option("window", help="window (preview; SPACE capture, arrows brightness, D info, "
                                "Q next class, ESC stop) or terminal (same commands as lines, for SSH)."),
@@ -82,6 +89,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         session = run_capture(capture_config(classes, out, target, source, camera, ui))
         print_summary(session)
 
+
+def _register_record(record: typer.Typer) -> None:
     @record.command("ambient")
     def record_ambient(
         out: Path = typer.Option(..., "--out", "-o", help="Folder for the WAV chunks (numbering continues)."),
@@ -111,6 +120,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         files = record_positives(cfg, mic_factory(device), say=say)
         console.print(f"{len(files)} utterance(s) in {out}")
 
+
+def _register_calibrate(calibrate: typer.Typer) -> None:
     @calibrate.command("wakeword")
     def calibrate_wakeword(
         model: str = typer.Option(..., "--model", "-m", help="Wake-word bundle (folder or name) or .onnx/.tflite."),

@@ -13,8 +13,14 @@ from edgekit.errors import UserError
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    data, train = groups["data"], groups["train"]
+    _register_analyze(groups["data"])
+    _register_train_waste(groups["train"])
+    _register_train_wakeword(groups["train"])
+    _register_train_sequence(groups["train"])
+    _register_export(app)
 
+
+def _register_analyze(data: typer.Typer) -> None:
     @data.command("analyze")
     def analyze(
         folder: str = typer.Argument(..., help="Dataset folder with one subfolder per class."),
@@ -29,6 +35,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         run_analyze(folder, workers=workers, json_path=json_out)
 
+
+def _register_train_waste(train: typer.Typer) -> None:
     @train.command("waste")
     def train_waste(
         data: str = typer.Option(..., help="Photos in DATA/<class>/ (class names: letters, digits, _ and -)."),
@@ -74,6 +82,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         ))
 
+
+def _register_train_wakeword(train: typer.Typer) -> None:
     @train.command("wakeword")
     def train_wakeword(
         phrase: list[str] = typer.Option(None, "--phrase", help="Wake phrase; repeat for variants."),
@@ -116,6 +126,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         }
         run(load_config(config, preset, overrides), oww_folder=feature_models)
 
+
+def _register_train_sequence(train: typer.Typer) -> None:
     from edgekit.trainer.models import ARCHS
 
     seq_archs = [n.removeprefix("seq_") for n, a in ARCHS.items() if a.task == "sequence-classification"]
@@ -165,8 +177,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             group_by=group_by, test_groups=items(test_groups), val_groups=items(val_groups), arch=arch,
             units=unit_list, dense=dense, dropout=dropout, pool=pool, epochs=epochs, batch_size=batch_size, lr=lr,
             patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir))
-
-    _register_export(app)
 
 
 def _config(cls, **fields):
