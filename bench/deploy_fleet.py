@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,15 +41,37 @@ def fleet(servers: list[SSHD], work: Path, tag: str) -> tuple[list[str], list[st
     return [s.address for s in servers], [str(device_dir(work / f"{tag}-{i}")) for i in range(len(servers))]
 
 
-def deploy_all(addresses: list[str], roots: list[str], bundle, opts: dict) -> tuple[float, list]:
-    """Deploy to every host in parallel (one root per host via an inventory file)."""
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of this machine have used since boot (Linux /proc/stat), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def client_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def deploy_all(addresses: list[str], roots: list[str], bundle, opts: dict,
+               cpu: list | None = None) -> tuple[float, list]:
+    """Deploy to every host in parallel (one root per host via an inventory file).
+
+    With `cpu`, appends (this client's CPU seconds, the whole machine's busy CPU seconds) for the deploy.
+    """
     inv = Path(roots[0]).parent / f"hosts-{Path(roots[0]).name}.toml"
     lines = [f'[hosts.h{i}]\naddress = "{a}"\nroot = "{r}"\n' for i, (a, r) in enumerate(zip(addresses, roots,
                                                                                               strict=True))]
     inv.write_text("".join(lines) + "[groups]\nall = [" + ", ".join(f'"h{i}"' for i in range(len(roots))) + "]\n")
+    client, machine = client_cpu_seconds(), busy_cpu_seconds()
     start = time.perf_counter()
     result = api.deploy(["all"], bundle, inventory=inv, parallel=len(roots), **opts)
     seconds = time.perf_counter() - start
+    if cpu is not None:
+        after = busy_cpu_seconds()
+        cpu.append((client_cpu_seconds() - client, None if machine is None else after - machine))
     bad = [r for r in result.results if not r.ok]
     if bad:
         raise SystemExit(f"deploy failed: {[(r.target, r.reason) for r in bad]}")
@@ -85,12 +108,12 @@ def main() -> None:
 
 
 def measure(servers: list[SSHD], work: Path, bundle, opts: dict, repeat: int) -> dict:
-    one, many, redeploy = [], [], []
+    one, many, redeploy, cpu_one, cpu_many = [], [], [], [], []
     for r in range(repeat):
         addrs, roots = fleet(servers[:1], work, f"one{r}")
-        one.append(deploy_all(addrs, roots, bundle, opts)[0])
+        one.append(deploy_all(addrs, roots, bundle, opts, cpu_one)[0])
         addrs, roots = fleet(servers, work, f"many{r}")
-        seconds, results = deploy_all(addrs, roots, bundle, opts)
+        seconds, results = deploy_all(addrs, roots, bundle, opts, cpu_many)
         many.append(seconds)
         first_bytes = [res.uploaded for res in results]
         seconds, results = deploy_all(addrs, roots, bundle, opts)
@@ -99,7 +122,8 @@ def measure(servers: list[SSHD], work: Path, bundle, opts: dict, repeat: int) ->
         re_status = {res.status for res in results}
         seconds, results = deploy_all(addrs, roots, bundle, {**opts, "env": {"CAMERA_FPS": str(r + 2)}})
         env_bytes = [res.uploaded for res in results]
-    return {"one": one, "many": many, "redeploy": redeploy, "first_bytes": first_bytes, "re_bytes": re_bytes,
+    return {"one": one, "many": many, "redeploy": redeploy, "cpu_one": cpu_one, "cpu_many": cpu_many,
+            "first_bytes": first_bytes, "re_bytes": re_bytes,
             "re_status": re_status, "env_bytes": env_bytes,
             "model_size": (bundle.path / "model_int8.tflite").stat().st_size}
 
@@ -113,6 +137,15 @@ def report(m: dict, a) -> None:
     table.add_row("fresh deploy, 1 host", f"{t1:.2f} s", "baseline")
     table.add_row(f"fresh deploy, {a.hosts} hosts in parallel", f"{tn:.2f} s", "")
     table.add_row(f"ratio {a.hosts} hosts / 1 host", f"{tn / t1:.2f}x", "≤ 1.5x")
+    for key, label in (("cpu_one", "1 host"), ("cpu_many", f"{a.hosts} hosts")):
+        client = statistics.median(c for c, _ in m[key])
+        machine = [b for _, b in m[key] if b is not None]
+        busy = f", whole machine {statistics.median(machine):.2f} s" if machine else ""
+        table.add_row(f"CPU used, {label}", f"client {client:.2f} s{busy}", "")
+    if m["cpu_many"][0][1] is not None:
+        floor = statistics.median(b for _, b in m["cpu_many"]) / (os.cpu_count() or 1)
+        table.add_row(f"CPU floor for {a.hosts} hosts on {os.cpu_count()} CPUs", f"{floor:.2f} s = {floor / t1:.2f}x",
+                      "the ratio cannot go below this here")
     table.add_row("bytes sent per host, fresh deploy", f"{statistics.median(m['first_bytes']):,.0f}",
                   f"model file {model_size:,}")
     table.add_row(f"redeploy same bundle, {a.hosts} hosts", f"{tr:.2f} s ({', '.join(sorted(m['re_status']))})", "")
