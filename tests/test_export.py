@@ -345,3 +345,22 @@ def test_gate_decisions_thresholds_and_verdicts(tmp_path):
         lost = [gate.Result("onnx-int8", accuracy=float((np.arange(n) >= k).mean())) for k in (1, 2)]
         assert gate.judge(lost, ref, allow) == [lost[1]], n
     assert gate.coarseness(100, 1.0) == gate.coarseness(500, 1.0) == ""
+
+
+def test_int8_that_brings_no_gain_is_named():
+    from edgekit.trainer import gate
+
+    # the README's LSTM as measured: tflite-int8 larger but faster, onnx-int8 neither smaller nor faster
+    rows = [gate.Result("onnx", 0.92, size=493_560, latency_ms=0.59),
+            gate.Result("onnx-int8", 0.92, size=487_031, latency_ms=0.60),
+            gate.Result("tflite", 0.92, size=1_244_576, latency_ms=3.31),
+            gate.Result("tflite-int8", 0.92, size=2_666_112, latency_ms=1.01)]
+    assert gate.int8_without_gain(rows) == [
+        "int8 gains little for this model: onnx-int8 takes 0.49 MB against onnx's 0.49 MB and runs in 0.60 ms "
+        "against onnx's 0.59 ms here; `edgekit deploy --format onnx` serves as well.",
+        "int8 gains little for this model: tflite-int8 takes 2.67 MB against tflite's 1.24 MB.",
+    ]
+    assert gate.int8_without_gain(rows[1:2] + rows[3:]) == []  # no float file measured: nothing to compare
+    mobilenet = [gate.Result("tflite", 0.7, size=8_980_000, latency_ms=7.13),
+                 gate.Result("tflite-int8", 0.7, size=2_560_000, latency_ms=3.78)]
+    assert gate.int8_without_gain(mobilenet) == []

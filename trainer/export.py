@@ -183,6 +183,8 @@ def export_bundle(cfg: ExportConfig) -> list[gate.Result]:
     gate.store(bundle, results, cfg.max_drop, f"{len(val)} from {val.source}")
     gate.print_table(results, ref, f"{bundle.name}/{bundle.version}: accuracy gate on {len(val)} validation "
                                    f"samples (max drop {cfg.max_drop:g} points)")
+    for note in gate.int8_without_gain(results):
+        log.warning(note)
     if rejected:
         names = ", ".join(f"{r.format} ({r.drop:.1f} points below PyTorch)" for r in rejected)
         raise gate.GateRejected(f"The accuracy gate rejected {names}; the files stay in {bundle.path} marked "

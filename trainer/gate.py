@@ -134,6 +134,31 @@ def coarseness(n_samples: int, max_drop: float) -> str:
             f"{allow_one:.1f} to allow one, makes the gate less strict.")
 
 
+def int8_without_gain(results: list[Result], margin: float = 0.9) -> list[str]:
+    """A sentence for each int8 file not at least 10% smaller, or not 10% faster, than its float file.
+
+    Weights are a small part of some graphs: an LSTM unrolled over 128 steps is thousands of tensors, and
+    int8 adds quantization records and (de)quantize ops to each, so its file can outgrow the float one.
+    Latency is this machine's, not the device's, so the advice to deploy the float file comes only when
+    neither size nor time gains.
+    """
+    by_name = {r.format: r for r in results}
+    notes = []
+    for r in results:
+        fp32 = by_name.get(r.format.removesuffix("-int8")) if r.format.endswith("-int8") else None
+        if fp32 is None:
+            continue
+        parts = []
+        if r.size is not None and fp32.size is not None and r.size > margin * fp32.size:
+            parts.append(f"takes {r.size / 1e6:.2f} MB against {fp32.format}'s {fp32.size / 1e6:.2f} MB")
+        if r.latency_ms is not None and fp32.latency_ms is not None and r.latency_ms > margin * fp32.latency_ms:
+            parts.append(f"runs in {r.latency_ms:.2f} ms against {fp32.format}'s {fp32.latency_ms:.2f} ms here")
+        if parts:
+            advice = f"; `edgekit deploy --format {fp32.format}` serves as well" if len(parts) == 2 else ""
+            notes.append(f"int8 gains little for this model: {r.format} {' and '.join(parts)}{advice}.")
+    return notes
+
+
 def store(bundle: Bundle, results: list[Result], max_drop: float, samples: str) -> None:
     """Write each verdict and its measurements into the manifest (one atomic save)."""
     by_format = {r.format: r for r in results}
