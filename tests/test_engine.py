@@ -205,6 +205,28 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous(tmp_path, caplog,
     _assert_same_weights(ckpt_io.load(last)["model"], reference["last"])
 
 
+def test_a_crash_while_saving_after_a_fallback_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    """After resuming from prev (last unreadable), a save that dies half-way must not cost prev."""
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(tmp_path, hooks=_CrashAt(2 * STEPS_PER_EPOCH + 5))
+    (tmp_path / ckpt_io.LAST).write_bytes(b"not a checkpoint")
+    real_save = torch.save
+
+    def dies_writing_last(obj, f, *args, **kwargs):
+        if f".{ckpt_io.LAST}." in str(f):
+            real_save(obj, f, *args, **kwargs)
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_writing_last)
+    with pytest.raises(OSError, match="No space"):
+        worker.run(tmp_path)
+    monkeypatch.undo()
+    assert ckpt_io.load_latest(tmp_path)["epoch"] == 1
+    assert (tmp_path / f"{ckpt_io.LAST}.unreadable").read_bytes() == b"not a checkpoint"
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == []
+
+
 def test_early_stopping_best_model_and_best_k(tmp_path):
     losses = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3])
     snapshots = []

@@ -1,8 +1,10 @@
 """Training checkpoints that survive a kill at any moment.
 
-Every write goes to a temporary name and is moved into place (`edgekit.atomic`). Before a new
-`checkpoint_last.pt` lands, the previous one is renamed to `checkpoint_prev.pt`, so at any instant at
-least one complete checkpoint is on disk. Loading tries `last`, then `prev`, and says why it skipped one.
+Every write goes to a temporary name and is moved into place (`edgekit.atomic`). A new
+`checkpoint_last.pt` is written in full first; only then is the one before it renamed to
+`checkpoint_prev.pt` and the new one moved in, so at any instant at least one complete checkpoint is on
+disk. Loading tries `last`, then `prev`, and says why it skipped one; a `last` that cannot be read is
+moved aside (`checkpoint_last.pt.unreadable`) when `prev` is used, so it never replaces the good `prev`.
 
 A checkpoint is a dict of tensors and plain Python values (loadable with `weights_only=True`):
 model, optimizer, scheduler and scaler state, the RNG states of python/numpy/torch/cuda, the position
@@ -89,9 +91,10 @@ def save(path: Path, state: dict[str, Any]) -> None:
 def save_last(run_dir: Path, state: dict[str, Any]) -> Path:
     """Write `checkpoint_last.pt`, keeping the one before it as `checkpoint_prev.pt`."""
     last, prev = run_dir / LAST, run_dir / PREV
-    if last.exists():
-        os.replace(last, prev)
-    save(last, state)
+    with atomic_path(last) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+        if last.exists():  # the new one is complete: now the old one may become prev
+            os.replace(last, prev)
     return last
 
 
@@ -114,8 +117,11 @@ def load(path: Path) -> dict[str, Any]:
 def load_latest(run_dir: Path) -> dict[str, Any] | None:
     """The newest usable checkpoint in `run_dir` (last, else prev), or None when there is none.
 
-    A checkpoint that cannot be read is skipped with a warning naming the file and the reason.
+    A checkpoint that cannot be read is skipped with a warning naming the file and the reason. When `prev`
+    is used, the unreadable `last` is renamed to `checkpoint_last.pt.unreadable`, so that the next
+    `save_last` does not rotate it over `prev`, the only good checkpoint.
     """
+    unreadable = None
     for name in (LAST, PREV):
         path = run_dir / name
         if not path.exists():
@@ -124,9 +130,12 @@ def load_latest(run_dir: Path) -> dict[str, Any] | None:
             ckpt = load(path)
         except ValueError as e:
             log.warning("Skipping %s: it cannot be read (%s).", path, e)
+            unreadable = unreadable or path
             continue
         if name == PREV:
             log.warning("Resuming from the previous checkpoint %s.", path)
+            if unreadable is not None:
+                os.replace(unreadable, unreadable.with_name(unreadable.name + ".unreadable"))
         return ckpt
     return None
 
