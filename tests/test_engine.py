@@ -155,6 +155,30 @@ def test_oom_halves_the_batch_size_and_completes(tmp_path, caplog, error):
     assert "batch size 8 -> 4" in caplog.text
 
 
+def test_after_an_oom_the_schedule_keeps_its_pace(tmp_path, monkeypatch):
+    """Each sample trains at the learning rate it had in an uninterrupted run, half batches included."""
+    seen, box = [], {}
+    real_optimizer, real_batch = worker.make_optimizer, worker.TinyData.batch
+
+    def optimizer(params):
+        box["opt"] = real_optimizer(params)
+        return box["opt"]
+
+    def batch(self, idx, device):
+        seen.extend([box["opt"].param_groups[0]["lr"]] * len(idx))
+        return real_batch(self, idx, device)
+
+    monkeypatch.setattr(worker, "make_optimizer", optimizer)
+    monkeypatch.setattr(worker.TinyData, "batch", batch)
+    worker.run(tmp_path / "plain", epochs=3)
+    plain, seen[:] = list(seen), []
+    worker.run(tmp_path / "oom", hooks=_OOMAt({STEPS_PER_EPOCH + 2}), epochs=3)
+    # the OOM run redoes epoch 2 from its start (the checkpoint of epoch 1's end): drop the 2 steps it lost
+    redone = seen[: worker.N_TRAIN] + seen[worker.N_TRAIN + 2 * 8 :]
+    assert len(redone) == len(plain) == 3 * worker.N_TRAIN
+    assert redone == pytest.approx(plain, rel=1e-12)
+
+
 def test_oom_gives_up_after_max_retries(tmp_path):
     hook = _OOMAt(None)
     with pytest.raises(TrainingFailed, match="--max-retries 2") as info:

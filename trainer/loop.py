@@ -227,9 +227,12 @@ class Trainer:
             return self.step_fn(self.model, batch)
 
     def _sched_steps(self, samples: int) -> int:
-        """Scheduler steps owed after `samples`: counted in configured batches, so a smaller batch size
-        after an out-of-memory recovery keeps the schedule's length."""
-        return min(math.ceil(samples / self.cfg.batch_size), self.steps_per_epoch)
+        """Scheduler steps owed after `samples` of this epoch: one per configured batch completed, so the
+        schedule keeps its length and its pace when an out-of-memory recovery halves the batch (two half
+        batches train at one step's learning rate); the epoch's last batch settles the count."""
+        if samples + (self.batch_size if self.cfg.drop_last else 1) > self.n:
+            return self.steps_per_epoch
+        return min(samples // self.cfg.batch_size, self.steps_per_epoch)
 
     def _end_epoch(self) -> None:
         record = self._epoch_record(self._evaluate())
