@@ -426,3 +426,14 @@ def test_sam_step_takes_the_gradient_uphill_and_keeps_the_weights_it_stepped_fro
     assert all(torch.equal(model.state_dict()[k], got[k]) for k in got)  # back bit for bit
     overflow = model(x).sum() * float("inf")  # an fp16 overflow's gradient: the step stays a plain one
     assert not sharpness.ascend(model, overflow, rho).moved
+
+
+def test_best_k_keeps_the_best_epoch_when_later_gains_are_below_min_delta():
+    from edgekit.trainer.best import BestTracker
+
+    best = BestTracker()
+    verdicts = [best.update(v, e, "min", 0.05, 0, 1) for e, v in enumerate([1.0, 0.99, 0.98], start=1)]
+    assert best.epoch == 1 and best.top == [[1.0, 1]]
+    assert [v.keep for v in verdicts] == [True, False, False] and [v.evicted for v in verdicts] == [[], [2], [3]]
+    best.update(0.9, 4, "min", 0.05, 0, 1)
+    assert best.epoch == 4 and best.top == [[0.9, 4]]

@@ -51,7 +51,9 @@ class BestTracker:
         evicted: list[int] = []
         if keep and finite:
             self.top.append([value, epoch])
-            self.top.sort(key=lambda t: (sign * t[0], t[1]))
+            # the best epoch first even when a later one is better by less than min_delta, so that its
+            # checkpoint is kept and best_checkpoints[0] is best_model.pt's epoch
+            self.top.sort(key=lambda t: (t[1] != self.epoch, sign * t[0], t[1]))
             evicted = [e for _, e in self.top[keep:]]
             self.top = self.top[:keep]
         kept = any(e == epoch for _, e in self.top)

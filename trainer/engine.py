@@ -65,7 +65,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit.errors import UserError
 from edgekit.trainer import checkpoint as ckpt_io
@@ -127,6 +127,12 @@ class FitConfig(BaseModel):
     """Load the best epoch's weights into the model when training ends."""
     deterministic: bool = True
     """Prefer deterministic kernels (cuDNN on CUDA, torch's deterministic mode on CPU)."""
+
+    @model_validator(mode="after")
+    def _min_batch_fits(self) -> FitConfig:
+        if self.min_batch_size > self.batch_size:
+            raise ValueError(f"min_batch_size {self.min_batch_size} is above batch_size {self.batch_size}")
+        return self
 
 
 @dataclass
@@ -298,7 +304,8 @@ def fit(
         run_dir,
         hooks,
         train_mode_fn,
-        dict(task_config or {}),
+        # plain JSON values only: checkpoints are read back with weights_only=True, which refuses a Path
+        json.loads(json.dumps(dict(task_config or {}), default=str)),
     )
     return trainer.run()
 

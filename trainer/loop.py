@@ -351,7 +351,7 @@ class Trainer:
                 f"than --max-retries {self.cfg.max_retries}; use a smaller --batch-size or model, or a GPU "
                 f"with more memory. The last checkpoint in {self.run_dir} resumes the run."
             )
-        new_bs = max(self.cfg.min_batch_size, self.batch_size // 2)
+        new_bs = min(self.batch_size, max(self.cfg.min_batch_size, self.batch_size // 2))
         log.warning(
             "Out of memory at epoch %d, step %d (%s): batch size %d -> %d, retry %d of %d after %gs.",
             self.epoch + 1,

@@ -60,10 +60,14 @@ def ascend(model: torch.nn.Module, loss: torch.Tensor, rho: float) -> Nudge:
     if not math.isfinite(size) or size == 0.0:
         return nudge
     scale = rho / size
-    with torch.no_grad():
-        for p, g in pairs:
-            nudge.moved.append((p, p.detach().clone()))
-            p.add_((g * scale).to(p.dtype))
+    try:
+        with torch.no_grad():
+            for p, g in pairs:
+                nudge.moved.append((p, p.detach().clone()))
+                p.add_((g * scale).to(p.dtype))
+    except BaseException:  # out of memory half-way: the caller never gets this nudge, so undo it here
+        nudge.undo()
+        raise
     return nudge
 
 
