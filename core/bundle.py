@@ -93,8 +93,9 @@ class FileEntry(_Strict):
     """Hex sha256 of the content."""
     layout: str | None = None
     """For model files: the input axis order of this file, when it differs from `input.layout`."""
-    status: Literal["accepted", "rejected"] | None = None
-    """For exported models: the accuracy gate's verdict. Deploy refuses rejected files unless forced."""
+    status: Literal["accepted", "rejected", "unchecked"] | None = None
+    """For exported models: the accuracy gate's verdict; `unchecked` until the gate has run (an export that
+    stopped half-way leaves it). Deploy and the device refuse rejected and unchecked files unless forced."""
     gate: dict[str, Any] | None = None
     """For exported models: what the accuracy gate measured (accuracy, agreement, latency, size...)."""
 

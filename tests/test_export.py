@@ -364,3 +364,32 @@ def test_int8_that_brings_no_gain_is_named():
     mobilenet = [gate.Result("tflite", 0.7, size=8_980_000, latency_ms=7.13),
                  gate.Result("tflite-int8", 0.7, size=2_560_000, latency_ms=3.78)]
     assert gate.int8_without_gain(mobilenet) == []
+
+
+def test_an_export_that_stops_before_its_gate_leaves_nothing_deployable(tmp_path, monkeypatch):
+    from edgekit.deploy.payload import choose_format
+    from edgekit.trainer import export_tflite
+
+    h.register_test_archs(monkeypatch)
+    x = np.random.default_rng(0).standard_normal((40, 16, 96)).astype(np.float32)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int64)
+    bundle = h.write_array_bundle(tmp_path / "models", "w", "wakeword", h.wake_head(), {"name": "test_wake_head"},
+                                  ["w"], [1, 16, 96], {"x_train": x, "y_train": y, "x_val": x, "y_val": y},
+                                  "probabilities")
+    with pytest.raises(GateRejected):  # a negative allowance rejects even a perfect copy
+        export_bundle(ExportConfig(bundle=str(bundle.path), formats=["onnx"], max_drop=-1.0, latency_runs=0))
+    assert Bundle.load(bundle.path).manifest.files["w.onnx"].status == "rejected"
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl+C while the second format converts
+
+    monkeypatch.setattr(export_tflite, "export_tflite", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(ExportConfig(bundle=str(bundle.path), formats=["onnx", "tflite"], latency_runs=0))
+    again = Bundle.load(bundle.path)
+    assert again.manifest.files["w.onnx"].status == "unchecked"  # rewritten, not yet gated
+    with pytest.raises(UserError, match="no accepted device model"):
+        choose_format(again, None, force=False)
+    with pytest.raises(UserError, match="never checked by the export gate"):
+        choose_format(again, "onnx", force=False)
+    assert choose_format(again, "onnx", force=True) == ("onnx", "w.onnx")

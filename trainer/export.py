@@ -125,7 +125,10 @@ def convert_all(job: ExportJob, chosen: list[formats.Format]) -> None:
             os.replace(out, job.bundle.path / rel)
             job.made[fmt.name] = job.bundle.path / rel
             layout = fmt.layout_for(m.task, m.input.layout)
-            job.bundle.add_file(rel, fmt.name, "model", layout=layout if layout != m.input.layout else None)
+            # unchecked until gate.store records the verdict: an export that stops before it (a later
+            # converter failing, Ctrl+C) leaves no file that deploy would take as gated
+            job.bundle.add_file(rel, fmt.name, "model", layout=layout if layout != m.input.layout else None,
+                                status="unchecked")
             log.info("wrote %s", rel)
             bar.advance(task)
 
