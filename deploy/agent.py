@@ -1,8 +1,9 @@
-"""The device side of a deploy: one stdlib-only script that runs with the device's own `python3`.
+"""The device side of a deploy: a stdlib-only script that runs with the device's own `python3`.
 
-edgekit uploads this file to `<root>/.edgekit/agent-<sha>.py` once and then calls its subcommands
-with shlex-quoted arguments; each prints one JSON object. Nothing here imports edgekit, so a Pi needs
-only Python 3. The same script runs for `local:PATH` targets, so both backends share every step.
+edgekit uploads it with `agent_cycle.py` (restart and health checks) to `<root>/.edgekit/agent-<id>/`
+once and then calls its subcommands with shlex-quoted arguments; each prints one JSON object. Nothing
+here imports edgekit, so a Pi needs only Python 3. The same files run for `local:PATH` targets, so both
+backends share every step.
 
 Layout under the device root:
     releases/<release>/        extracted bundle files + .release.json (what was installed, its sha256)
@@ -24,6 +25,11 @@ import platform
 import shutil
 import sys
 import time
+
+try:  # on the device, agent_cycle.py lies beside this file (which is sys.path[0])
+    import agent_cycle
+except ImportError:  # imported as part of edgekit (the tests)
+    from edgekit.deploy import agent_cycle
 
 META = ".release.json"
 
@@ -63,10 +69,12 @@ def _read_meta(release_dir: str) -> dict | None:
 
 
 def _slot_target(root: str, slot: str) -> str | None:
+    """The release a slot symlink points at; None when unset or dangling (its release folder is gone)."""
     link = os.path.join(root, slot)
     if not os.path.islink(link):
         return None
-    return os.path.basename(os.readlink(link))
+    release = os.path.basename(os.readlink(link))
+    return release if os.path.isdir(os.path.join(root, "releases", release)) else None
 
 
 def _releases(root: str) -> dict:
@@ -127,9 +135,27 @@ def cmd_lock(a) -> None:
             if time.monotonic() > deadline:
                 _fail(f"another deploy holds the device lock after waiting {a.timeout:g} s", 4)
             time.sleep(0.1)
+    # An `apply` whose client went away (a dropped SSH session) still runs until its rollback is done:
+    # wait for it before answering, so the next deploy sees the device as that apply leaves it.
+    _wait_free(os.path.join(d, "apply.lock"), deadline, a.timeout)
     cleaned = _clean(a.root)
     _emit({**_state(a.root), "locked": True, "pid": os.getpid(), "cleaned": cleaned})
     sys.stdin.read()  # returns at EOF: the client released the lock or went away
+
+
+def _wait_free(path: str, deadline: float, timeout: float) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    _fail(f"an earlier deploy's switch is still running on the device after {timeout:g} s", 4)
+                time.sleep(0.1)
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _clean(root: str) -> list:
@@ -148,7 +174,7 @@ def _clean(root: str) -> list:
 
 
 def _safe_members(tar, dest: str) -> list:
-    """Refuse absolute names, `..`, device files and links that point outside `dest`."""
+    """Refuse absolute names, `..`, links and anything that is not a regular file or folder."""
     dest = os.path.realpath(dest)
     members = tar.getmembers()
     for m in members:
@@ -158,12 +184,9 @@ def _safe_members(tar, dest: str) -> list:
         target = os.path.realpath(os.path.join(dest, name))
         if not (target == dest or target.startswith(dest + os.sep)):
             _fail(f"tarball member {name!r} would land outside the release folder; refused")
-        if m.issym() or m.islnk():
-            base = dest if m.islnk() else os.path.dirname(target)
-            link = os.path.realpath(os.path.join(base, m.linkname))
-            if m.linkname.startswith("/") or not link.startswith(dest + os.sep):
-                _fail(f"tarball link {name!r} -> {m.linkname!r} leaves the release folder; refused")
-        elif not (m.isfile() or m.isdir()):
+        if m.issym() or m.islnk():  # edgekit packs regular files only; a chain of links could lead out
+            _fail(f"tarball link {name!r} -> {m.linkname!r}: releases hold regular files only; refused")
+        if not (m.isfile() or m.isdir()):
             _fail(f"tarball member {name!r} is not a regular file or folder; refused")
     return members
 
@@ -236,20 +259,23 @@ def _point(root: str, name: str, release: str | None) -> None:
     os.replace(tmp, link)
 
 
-def _activate(a, files: dict) -> None:
-    """Write the given files, then set the slot: `<slot>.prev` first, then `<slot>`.
+def _activate(root: str, slot: str, current: str, previous: str, env: str | None, compose: str | None) -> None:
+    """Write `.env` (None: leave it) and a missing compose.yml, then set the slot: `<slot>.prev`, `<slot>`.
 
-    files: {"env": text of .env or null, "compose": text of compose.yml, written only where none exists}.
+    Both releases are checked first, so a refused switch changes nothing.
     """
-    if files.get("env") is not None:
-        _write(os.path.join(a.root, ".env"), files["env"].encode())
-    compose = os.path.join(a.root, "compose.yml")
-    if files.get("compose") is not None and not os.path.exists(compose):
-        _write(compose, files["compose"].encode(), mode=0o644)
-    if a.slot:
-        _point(a.root, a.slot + ".prev", a.previous or None)
-        _point(a.root, a.slot, a.current or None)
-        _fsync_dir(a.root)
+    for release in (current, previous):
+        if release and not os.path.isdir(os.path.join(root, "releases", release)):
+            _fail(f"release {release} does not exist on the device")
+    if env is not None:
+        _write(os.path.join(root, ".env"), env.encode())
+    path = os.path.join(root, "compose.yml")
+    if compose is not None and not os.path.exists(path):
+        _write(path, compose.encode(), mode=0o644)
+    if slot:
+        _point(root, slot + ".prev", previous or None)
+        _point(root, slot, current or None)
+        _fsync_dir(root)
 
 
 def _write(dest: str, data: bytes, mode: int = 0o600) -> None:
@@ -279,70 +305,33 @@ def _prune(root: str, keep: int) -> list:
     return removed
 
 
-def _healthy_url(url: str, expect: str) -> tuple[bool, str]:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
-    try:
-        with opener.open(url, timeout=5) as r:
-            body = r.read().decode("utf-8", "replace")
-    except Exception as e:  # any failure is "not healthy yet"
-        return False, f"{url}: {e}"
-    if expect and expect not in body:
-        return False, f"{url} does not report {expect}"
-    return True, "ok"
-
-
-def _healthy_cmd(cmd: str, root: str, expect: str) -> tuple[bool, str]:
-    import subprocess
-
-    env = dict(os.environ, EDGEKIT_EXPECT_VERSION=expect, EDGEKIT_ROOT=root)
-    try:
-        p = subprocess.run(["sh", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return False, "health command timed out"
-    return p.returncode == 0, (p.stdout + p.stderr).strip()[-300:] or f"exit {p.returncode}"
-
-
-def _poll(a) -> tuple[bool, str]:
-    """Poll a URL (must answer and mention `expect`) or a command (exit 0) until healthy or timeout."""
-    deadline = time.monotonic() + a.timeout
-    while True:
-        if a.check.startswith(("http://", "https://")):
-            ok, why = _healthy_url(a.check, a.expect)
-        else:
-            ok, why = _healthy_cmd(a.check, a.root, a.expect)
-        if ok or time.monotonic() > deadline:
-            return ok, why
-        time.sleep(a.interval)
-
-
-def _cycle(a) -> dict:
-    """Run the restart command (if any), poll the health check, and prune old releases when healthy."""
-    import subprocess
-
-    if a.restart:
-        try:
-            p = subprocess.run(["sh", "-c", a.restart], cwd=a.root, capture_output=True, text=True,
-                               timeout=a.restart_timeout)
-        except subprocess.TimeoutExpired:
-            return {"ok": True, "healthy": False, "detail": f"restart timed out after {a.restart_timeout:g} s"}
-        if p.returncode != 0:
-            out = (p.stderr or p.stdout).strip()[-200:]
-            return {"ok": True, "healthy": False, "detail": f"restart failed (exit {p.returncode}): {out}"}
-    ok, why = _poll(a)
-    removed = _prune(a.root, a.prune) if ok and a.prune else []
-    return {"ok": True, "healthy": ok, "detail": why, "removed": removed}
-
-
 def cmd_apply(a) -> None:
     """One call for the whole switch: install the upload (if any), write files, point the slot, then
-    restart + health check + prune (if a check is given). One Python start instead of three."""
+    restart + health check + prune (when a restart or a check is given).
+
+    stdin: {"env": .env text or null, "compose": compose.yml for a device without one, "undo": null or
+    {"current", "previous", "env", "expect"}: the state to return to}. When the new state is unhealthy, the
+    agent itself puts `undo` back and restarts and checks it (when it has a release), before answering:
+    the rollback does not depend on the client's connection lasting. `apply.lock` is held throughout.
+    """
     files = json.loads(sys.stdin.read() or "{}")
+    d = os.path.join(a.root, ".edgekit")
+    os.makedirs(d, exist_ok=True)
+    fd = os.open(os.path.join(d, "apply.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # released when this process ends
     if a.tar:
         _install(a)
-    _activate(a, files)
-    _emit(_cycle(a) if a.check else {"ok": True})
+    _activate(a.root, a.slot, a.current, a.previous, files.get("env"), files.get("compose"))
+    if not (a.restart or a.check):
+        _emit({"ok": True, "healthy": True})
+        return
+    answer = {"ok": True, **agent_cycle.cycle(a, a.expect, lambda: _prune(a.root, a.prune) if a.prune else [])}
+    undo = files.get("undo")
+    if not answer["healthy"] and undo is not None:
+        _activate(a.root, a.slot, undo.get("current") or "", undo.get("previous") or "", undo.get("env"), None)
+        back = undo.get("current")
+        answer["reverted"] = agent_cycle.cycle(a, undo.get("expect") or "", list) if back else None
+    _emit(answer)
 
 
 def _cycle_args(s) -> None:

@@ -8,16 +8,32 @@ and the agent runs them with `sh -c` in the device folder.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import shlex
+import tarfile
 from pathlib import Path
 
 from edgekit.deploy.transport import Completed, Transport
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
-AGENT_SOURCE = Path(__file__).with_name("agent.py").read_bytes()
-AGENT_ID = hashlib.sha256(AGENT_SOURCE).hexdigest()[:12]
+AGENT_FILES = {name: Path(__file__).with_name(name).read_bytes() for name in ("agent.py", "agent_cycle.py")}
+AGENT_ID = hashlib.sha256(b"".join(name.encode() + b"\0" + data for name, data in AGENT_FILES.items())).hexdigest()[:12]
+
+
+def _agent_tar() -> bytes:
+    """The agent's files as one small tar (fixed metadata, so the same edgekit always sends the same bytes)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in AGENT_FILES.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+AGENT_TAR = _agent_tar()
 
 
 class DeployError(UserError):
@@ -30,7 +46,8 @@ class Device:
     def __init__(self, transport: Transport, root: str):
         self.t = transport
         self.root = root
-        self.agent = f"{root.rstrip('/')}/.edgekit/agent-{AGENT_ID}.py"
+        self.agent_dir = f"{root.rstrip('/')}/.edgekit/agent-{AGENT_ID}"
+        self.agent = f"{self.agent_dir}/agent.py"
         self.incoming = f"{root.rstrip('/')}/.edgekit/incoming"
         self.python = "python3"
         self._python_file = f"{root.rstrip('/')}/.edgekit/python"
@@ -54,11 +71,13 @@ class Device:
         self.python = r.stdout.splitlines()[0].strip() or "python3"
         if "present" in r.stdout:
             return
-        folder = shlex.quote(str(Path(self.agent).parent))
-        tmp = f"{agent}.$$.tmp"  # the shell's pid: two deploys installing at once never share a temp file
-        r = self.t.run(f"mkdir -p {folder} {shlex.quote(self.incoming)} && cat > {tmp} && "
-                       f"mv -f {tmp} {agent} && echo {shlex.quote(self.python)} > {pyfile}",
-                       stdin=AGENT_SOURCE, timeout=60)
+        # Unpacked under a temporary name, then renamed: a half-written agent is never run. Two deploys
+        # installing at once: the first rename wins and the other drops its copy.
+        folder, tmp = shlex.quote(self.agent_dir), shlex.quote(f"{self.agent_dir}.tmp") + "$$"
+        r = self.t.run(f"mkdir -p {tmp} {shlex.quote(self.incoming)} && tar -xf - -C {tmp} && "
+                       f"if [ -d {folder} ]; then rm -rf {tmp}; else mv {tmp} {folder} || rm -rf {tmp}; fi && "
+                       f"[ -f {agent} ] && echo {shlex.quote(self.python)} > {pyfile}",
+                       stdin=AGENT_TAR, timeout=60)
         if r.rc != 0:
             why = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or [f"exit {r.rc}"]
             raise DeployError(f"{self.label}: cannot write to {self.root} ({why[0]}); create it once on the device "
@@ -71,6 +90,10 @@ class Device:
     def call(self, sub: str, *args: str | float | int, stdin: bytes | None = None, timeout: float = 300.0) -> dict:
         """Run an agent subcommand and return its JSON answer; a failure raises `DeployError`."""
         r: Completed = self.t.run(self.command(sub, *args), stdin=stdin, timeout=timeout)
+        if r.rc == -1 and not r.stdout.strip():  # paramiko's exit status when the session vanished
+            raise DeployError(f"{self.label}: the connection was lost during {sub}" + (
+                "; the device finishes the switch on its own and rolls back if the new release is unhealthy"
+                if sub == "apply" else ""))
         answer = r.json()
         if r.rc != 0 or not answer.get("ok"):
             why = answer.get("error") or (r.stderr.strip().splitlines() or [f"exit {r.rc}"])[-1]

@@ -2,7 +2,9 @@
 
 preflight → identical-skip → upload to a temporary name → sha256 check on the device → safe extract into
 `releases/<name>.tmp` → rename → atomic `.env` → atomic slot switch → restart → health check (→ switch
-back, restore `.env`, restart, check the old release) → prune. All of it under the device lock.
+back, restore `.env`, restart, check the old release) → prune. All of it under the device lock; the part
+from the switch on is one agent call that rolls back by itself, so a client that loses its connection
+mid-switch does not leave a broken release running.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def upload(dev: Device, payload: Payload, progress: Callable[[int, int], None] |
 
 @dataclass
 class Switch:
-    """One `apply` call on the device: [install] → write .env → point the slot → [restart → health → prune]."""
+    """One `apply` call on the device: [install] → write .env → point the slot → [restart → health → prune],
+    and back to `undo` (by the device itself) when the new state is unhealthy."""
 
     current: str | None
     previous: str | None
@@ -108,8 +111,17 @@ class Switch:
     install: tuple[str, str, str] | None = None
     """(uploaded tarball, its sha256, release name) to verify and extract first."""
     compose: str | None = None
-    check: bool = True
     prune: int = 0
+    """Releases to keep once healthy (0: prune nothing)."""
+    undo: dict | None = None
+    """The state to return to when unhealthy (`undo_of`), or None to leave the new one in place."""
+
+
+def undo_of(state: dict, old: dict) -> dict:
+    """What the device puts back when a switch is unhealthy: the slot's old pointers, the old `.env` (empty
+    when there was none, so the failed release's keys do not stay) and the version the old release reports."""
+    return {"current": old.get("current"), "previous": old.get("previous"), "env": state["env"] or "",
+            "expect": expect_of(meta_of(state, old.get("current")))}
 
 
 def compose_to_install(state: dict, opts: DeployOptions) -> str | None:
@@ -122,20 +134,19 @@ def compose_to_install(state: dict, opts: DeployOptions) -> str | None:
     return COMPOSE_FILE.read_text()
 
 
-def apply(dev: Device, opts: DeployOptions, sw: Switch) -> tuple[bool, str, list[str]]:
-    """Run a `Switch` in one device call (one SSH round trip, one Python start on the device)."""
+def apply(dev: Device, opts: DeployOptions, sw: Switch) -> dict:
+    """Run a `Switch` in one device call (one SSH round trip, one Python start on the device); the agent's
+    answer: `healthy`, `detail`, `removed`, and `reverted` (None: no release to go back to) after an undo."""
     # `--key=value` keeps argparse from reading a value that starts with '-' as an option
     args = {"slot": opts.slot, "current": sw.current or "", "previous": sw.previous or ""}
     if sw.install:
         args.update(zip(("tar", "sha256", "release"), sw.install, strict=True))
     restart_timeout = max(120.0, opts.health_timeout)
-    if sw.check:
-        args.update({"check": opts.health, "restart": opts.restart, "restart-timeout": restart_timeout,
-                     "expect": sw.expect, "timeout": opts.health_timeout, "prune": sw.prune})
-    answer = dev.call("apply", *(f"--{k}={v}" for k, v in args.items()),
-                      stdin=json.dumps({"env": sw.env, "compose": sw.compose}).encode(),
-                      timeout=opts.health_timeout + restart_timeout + 300)
-    return answer.get("healthy", True), answer.get("detail", ""), answer.get("removed", [])
+    args.update({"check": opts.health, "restart": opts.restart, "restart-timeout": restart_timeout,
+                 "expect": sw.expect, "timeout": opts.health_timeout, "prune": sw.prune})
+    return dev.call("apply", *(f"--{k}={v}" for k, v in args.items()),
+                    stdin=json.dumps({"env": sw.env, "compose": sw.compose, "undo": sw.undo}).encode(),
+                    timeout=2 * (opts.health_timeout + restart_timeout) + 300)  # the switch, and maybe its undo
 
 
 def slot_of(state: dict, name: str) -> dict:
@@ -153,17 +164,15 @@ def expect_of(meta: dict | None) -> str:
     return f"{meta['name']}/{meta['version']}" if meta else ""
 
 
-def revert(dev: Device, opts: DeployOptions, state: dict, old: dict, why: str, res: HostResult) -> HostResult:
-    """Put back the previous slot pointers and `.env`, restart, and check the old release is healthy."""
-    meta = meta_of(state, old.get("current"))
-    env = state["env"] or ""  # a device that had no .env gets an empty one, not the failed release's keys
-    healthy, detail, _ = apply(dev, opts, Switch(old.get("current"), old.get("previous"), env, expect_of(meta),
-                                                 check=bool(old.get("current"))))
-    if not old.get("current"):
+def settle(res: HostResult, answer: dict, old: dict, why: str) -> HostResult:
+    """The result of an unhealthy switch, from what the device did about it (`apply`'s `reverted`)."""
+    back = answer.get("reverted")
+    if back is None:
         res.status, res.reason = "failed", f"{why}; no previous release to go back to"
         return res
-    res.status = "rolled-back" if healthy else "failed"
-    res.reason = f"{why}; back on {old['current']}" + ("" if healthy else f", which is unhealthy too ({detail})")
+    res.status = "rolled-back" if back["healthy"] else "failed"
+    res.reason = f"{why}; back on {old['current']}" + ("" if back["healthy"] else
+                                                      f", which is unhealthy too ({back['detail']})")
     return res
 
 
@@ -182,20 +191,26 @@ def deploy_device(dev: Device, payload: Payload, opts: DeployOptions,
         if same and slot["current"] == payload.release and new_env == (state["env"] or ""):
             res.status, res.reason, res.previous = "skipped-identical", "already current", slot["previous"]
             return res
-        if existing and not same and not opts.force:
-            raise DeployError(f"{dev.label}: {payload.release} is installed with different content; "
-                              f"give the bundle a new version or pass --force.")
+        if existing and not same:
+            in_use = sorted(n for n, sl in state["slots"].items() if sl["current"] == payload.release)
+            if in_use:
+                raise DeployError(f"{dev.label}: {payload.release} is running (slot {', '.join(in_use)}) with "
+                                  f"different content; give the bundle a new version (--force cannot replace "
+                                  f"a release in use).")
+            if not opts.force:
+                raise DeployError(f"{dev.label}: {payload.release} is installed with different content; "
+                                  f"give the bundle a new version or pass --force.")
         sent = None if same else upload(dev, payload, progress)
         previous = slot["current"] if slot["current"] != payload.release else slot["previous"]
-        healthy, detail, pruned = apply(dev, opts, Switch(
-            payload.release, previous, new_env, payload.expect, install=sent,
-            compose=compose_to_install(state, opts), prune=opts.keep))
-        if not healthy:
-            return revert(dev, opts, state, slot, f"health check failed: {detail}", res)
+        answer = apply(dev, opts, Switch(payload.release, previous, new_env, payload.expect, install=sent,
+                                         compose=compose_to_install(state, opts), prune=opts.keep,
+                                         undo=undo_of(state, slot)))
+        if not answer.get("healthy", True):
+            return settle(res, answer, slot, f"health check failed: {answer.get('detail', '')}")
         res.status = "ok"
         res.reason = "reused the release already on the device" if same else ""
-        if pruned:
-            res.reason = (res.reason + "; " if res.reason else "") + f"removed {', '.join(pruned)}"
+        if answer.get("removed"):
+            res.reason = (res.reason + "; " if res.reason else "") + f"removed {', '.join(answer['removed'])}"
         return res
 
 
@@ -212,9 +227,10 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
             raise DeployError(f"{dev.label}: the previous release {slot['previous']} is no longer on the device.")
         res.release, res.previous = slot["previous"], slot["current"]
         env = envfile.merge(state["env"], {**env_for(meta, dev.root, opts.slot), **opts.env})
-        healthy, detail, _ = apply(dev, opts, Switch(slot["previous"], slot["current"], env, expect_of(meta)))
-        if not healthy:
-            return revert(dev, opts, state, slot, f"{slot['previous']} is unhealthy: {detail}", res)
+        answer = apply(dev, opts, Switch(slot["previous"], slot["current"], env, expect_of(meta),
+                                         undo=undo_of(state, slot)))
+        if not answer.get("healthy", True):
+            return settle(res, answer, slot, f"{slot['previous']} is unhealthy: {answer.get('detail', '')}")
         res.status = "ok"
         return res
 
@@ -231,11 +247,12 @@ def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> H
             res.status, res.reason = "skipped-identical", ".env already has these values"
             return res
         meta = meta_of(state, slot["current"])
-        healthy, detail, _ = apply(dev, opts, Switch(slot["current"], slot["previous"], new_env, expect_of(meta)))
-        if healthy:
+        answer = apply(dev, opts, Switch(slot["current"], slot["previous"], new_env, expect_of(meta),
+                                         undo=undo_of(state, slot)))
+        if answer.get("healthy", True):
             res.status = "ok"
             return res
-        return revert(dev, opts, state, slot, f"health check failed with the new .env: {detail}", res)
+        return settle(res, answer, slot, f"health check failed with the new .env: {answer.get('detail', '')}")
 
 
 def timed(fn: Callable[[], HostResult], label: str) -> HostResult:

@@ -146,7 +146,9 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     [(_member("abs-link", tarfile.SYMTYPE, "/etc/passwd"), None)],
     [(_member("hard", tarfile.LNKTYPE, "../../etc/passwd"), None)],
     [(_member("fifo", tarfile.FIFOTYPE), None)],
-], ids=["dotdot", "absolute", "nested-dotdot", "symlink-out", "symlink-abs", "hardlink-out", "fifo"])
+    [(_member("d/s", tarfile.SYMTYPE, ".."), None), (_member("d/s/t", tarfile.SYMTYPE, ".."), None),
+     (_member("d/s/t/escaped.txt"), b"x")],
+], ids=["dotdot", "absolute", "nested-dotdot", "symlink-out", "symlink-abs", "hardlink-out", "fifo", "link-chain"])
 def test_path_traversal_tarball_refused(tmp_path, members):
     import hashlib
 
@@ -252,3 +254,50 @@ def test_first_deploy_that_fails_health_leaves_no_current(tmp_path):
     res = api.deploy([f"local:{dev}"], b1, **{**KW, "health_timeout": 0.5}).results[0]
     assert res.status == "failed" and "no previous release" in res.reason
     assert not os.path.lexists(dev / "current") and (dev / ".env").read_text() == ""
+
+
+def test_switch_edge_cases_restart_output_dangling_slot_and_force(tmp_path):
+    """A restart that leaves a background process, odd bytes in its output, `--health ""`, a slot whose
+    release was deleted by hand, and --force on the running release."""
+    import time
+
+    dev = device_dir(tmp_path / "dev")
+    b1, b2, b3 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2", "v3"))
+    target = f"local:{dev}"
+    start = time.monotonic()
+    background = "sh restart.sh; (sleep 20 &); sleep 20 &"  # a service started with & keeps stdout open
+    assert api.deploy([target], b1, **{**KW, "restart": background}).ok
+    assert time.monotonic() - start < 15
+
+    (dev / "broken").write_text("waste/v2\n")
+    latin1 = "printf 'caf\\351\\n'; sh restart.sh"  # not UTF-8: still an answer, and a rollback
+    res = api.deploy([target], b2, **{**KW, "restart": latin1}).results[0]
+    assert res.status == "rolled-back", res
+    assert os.readlink(dev / "current") == "releases/waste-v1-tflite-int8"
+    assert (dev / "running").read_text() == "waste/v1\n"
+    (dev / "broken").unlink()
+
+    res = api.deploy([target], b2, restart="sh restart.sh", health="").results[0]  # no check: still restarted
+    assert res.status == "ok" and (dev / "running").read_text() == "waste/v2\n"
+
+    import shutil
+
+    shutil.rmtree(dev / "releases" / "waste-v2-tflite-int8")  # someone cleaned up by hand
+    env_before = (dev / ".env").read_text()
+    assert api.deploy([target], b3, **KW).ok  # the dangling slot counts as empty
+    assert os.readlink(dev / "current") == "releases/waste-v3-tflite-int8" and not os.path.lexists(dev / "current.prev")
+    assert (dev / ".env").read_text() == env_before  # the same settings: v2 and v3 differ only in version
+
+    changed = make_bundle(tmp_path / "other", version="v3", seed=1)  # same name and version, other bytes
+    res = api.deploy([target], changed, force=True, **KW).results[0]
+    assert res.status == "failed" and "is running (slot current)" in res.reason and res.uploaded == 0
+
+
+def test_health_url_matches_the_version_exactly(tmp_path):
+    from edgekit.deploy import agent_cycle as agent
+
+    body = json.dumps({"status": "ok", "versions": ["waste/v10"], "models": {"camera": "waste/v10"}})
+    assert not agent.reports(body, "waste/v1") and agent.reports(body, "waste/v10")
+    assert agent.reports('{"versions": [["a/v1"]]}', "a/v1")
+    assert agent.reports("running waste/v1 since 10:00", "waste/v1")
+    assert not agent.reports("running waste/v10", "waste/v1") and not agent.reports("xwaste/v1", "waste/v1")

@@ -129,6 +129,34 @@ def test_connection_cut_mid_upload_keeps_the_previous_release(tmp_path, pi, ssh)
     assert not list((dev / ".edgekit" / "incoming").iterdir())
 
 
+def test_connection_cut_mid_switch_the_device_rolls_back_by_itself(tmp_path, pi, ssh):
+    server, dev, addr = pi
+    b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
+    assert api.deploy([addr], b1, root=str(dev), **ssh).ok
+    env_before = (dev / ".env").read_text()
+    (dev / "broken").write_text("waste/v2\n")  # v2 will not come up
+    cut: list[int] = []
+
+    def cut_in_restart():
+        deadline = time.monotonic() + 30
+        while not (dev / "restarting").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cut.append(server.kill_sessions())  # the laptop's Wi-Fi drops while v2 starts
+
+    watcher = threading.Thread(target=cut_in_restart)
+    watcher.start()
+    slow = "touch restarting; sleep 1; rm -f restarting; sh restart.sh"
+    res = api.deploy([addr], b2, root=str(dev), **{**ssh, "restart": slow}).results[0]
+    watcher.join()
+    assert cut and cut[0] >= 1
+    assert res.status == "failed" and "connection was lost during apply" in res.reason
+    # The next deploy waits for the orphaned switch, which found v2 unhealthy and put v1 back on its own.
+    again = api.deploy([addr], b1, root=str(dev), lock_timeout=30, **ssh).results[0]
+    assert again.status == "skipped-identical", again
+    assert os.readlink(dev / "current") == "releases/waste-v1-tflite-int8"
+    assert (dev / "running").read_text() == "waste/v1\n" and (dev / ".env").read_text() == env_before
+
+
 def test_concurrent_deploys_do_not_interleave(tmp_path, pi, ssh):
     _, dev, addr = pi
     b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
