@@ -98,7 +98,8 @@ def build_meta(bundle: Bundle, fmt: str, model: str) -> dict:
 def env_for(meta: dict, root: str, slot: str) -> dict[str, str]:
     """The `.env` keys a release sets (the seeds' names), with paths through the slot symlink."""
     path = f"{root.rstrip('/')}/{slot}/{meta['model']}"
-    env = {"MODEL_FRAMEWORK": FRAMEWORK[meta["format"]]}
+    # EDGEKIT_ROOT: where compose.yml mounts the device folder in the container, so these paths hold there
+    env = {"EDGEKIT_ROOT": root.rstrip("/") or "/", "MODEL_FRAMEWORK": FRAMEWORK[meta["format"]]}
     if meta["task"] == "wakeword":
         env["OPENWAKEWORD_MODEL_PATHS"] = path
         if meta.get("threshold") is not None:

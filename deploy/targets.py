@@ -38,8 +38,8 @@ class Target:
     """SSH host name or address (empty for local)."""
     user: str | None = None
     """SSH user; None uses the SSH config / current user."""
-    port: int = 22
-    """SSH port."""
+    port: int | None = None
+    """SSH port; None uses the SSH config's `Port` for the host, else 22."""
     root: str = DEFAULT_ROOT
     """The device folder holding releases/, current and .env."""
 
@@ -48,7 +48,7 @@ class Target:
         if self.kind == "local":
             return f"local:{self.root}"
         user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port != 22 else ""
+        port = f":{self.port}" if self.port is not None else ""
         return f"{user}{self.host}{port}"
 
 
@@ -106,8 +106,8 @@ def parse_target(text: str, root: str | None = None) -> Target:
     m = _SSH_RE.match(text)
     if not m:
         raise UserError(f"{text!r} is not a target: use user@host[:port], local:PATH or an inventory group.")
-    port = int(m.group("port") or 22)
-    if not 0 < port < 65536:
+    port = int(m.group("port")) if m.group("port") else None
+    if port is not None and not 0 < port < 65536:
         raise UserError(f"Port {port} in {text!r} is out of range.")
     return Target(kind="ssh", host=m.group("host").strip("[]"), user=m.group("user"), port=port,
                   root=root or DEFAULT_ROOT)

@@ -78,7 +78,7 @@ def test_local_deploy_redeploy_rollback_status(tmp_path, capsys):
     assert os.readlink(dev / "current") == "releases/waste-v1-onnx"  # relative: works inside a container too
     env = envfile.parse((dev / ".env").read_text())
     assert env == {"API_TOKEN": "keepme", "MODEL_PATH": f"{dev}/current/model.onnx", "MODEL_FRAMEWORK": "onnx",
-                   "CAMERA_FPS": "2"}
+                   "EDGEKIT_ROOT": str(dev), "CAMERA_FPS": "2"}
     assert (dev / "current" / "model.onnx").read_bytes() == (b1.path / "model.onnx").read_bytes()
     assert not (dev / "current" / "checkpoint.pt").exists()  # only the deployed format travels
 

@@ -231,3 +231,16 @@ def _closed_port() -> int:
     from sshd import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
+
+
+def test_host_alias_and_port_come_from_the_ssh_config(tmp_path, pi, ssh, monkeypatch):
+    """`edgekit deploy kitchen-pi ...` uses ~/.ssh/config's HostName, Port and User, as `ssh kitchen-pi` does."""
+    server, dev, addr = pi
+    user, port = addr.split("@")[0], addr.rsplit(":", 1)[1]
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(f"Host kitchen-pi\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n")
+    monkeypatch.setenv("HOME", str(home))
+    res = api.deploy(["kitchen-pi"], make_bundle(tmp_path / "models"), root=str(dev), **ssh).results[0]
+    assert res.status == "ok", res
+    assert res.target == "kitchen-pi" and os.readlink(dev / "current") == "releases/waste-v1-tflite-int8"

@@ -57,7 +57,8 @@ def test_compose_file_has_what_the_pi_needs():
     assert "/dev/snd:/dev/snd" in svc["devices"]
     assert any(d.startswith("/dev/video") for d in svc["devices"]) and any("/dev/media" in d for d in svc["devices"])
     assert "/run/udev:/run/udev:ro" in svc["volumes"]
-    assert ".:/opt/edgekit:ro" in svc["volumes"]  # releases, current symlink and .env, read-only
+    # releases, current symlink and .env, read-only, at the device root's own path (deploy writes EDGEKIT_ROOT)
+    assert ".:${EDGEKIT_ROOT:-/opt/edgekit}:ro" in svc["volumes"]
     data = [v for v in svc["volumes"] if v.endswith(":/data")]
     assert data and data[0].split(":")[0] in compose["volumes"]
     assert svc["network_mode"] == "host" and "ports" not in svc  # the API binds 127.0.0.1 unless configured
