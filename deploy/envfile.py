@@ -39,6 +39,11 @@ def _render_value(value: str) -> str:
         raise UserError(f"An .env value cannot contain a line break: {value!r}.")
     if value == "" or re.fullmatch(r"[A-Za-z0-9_./:,@+%=-]+", value):
         return value
+    if "$" in value:  # Compose expands $VAR in unquoted and double-quoted values, not in single-quoted ones
+        if "'" in value or "${" in value:  # python-dotenv (`serve --env-file`) expands ${VAR} even there
+            raise UserError(f"An .env value cannot hold ${{ or both $ and ' (each .env reader would change it): "
+                            f"{value!r}.")
+        return f"'{value}'"
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -31,8 +31,18 @@ def test_env_merge_keeps_what_the_user_wrote():
     parsed = envfile.parse(merged)
     assert parsed["API_TOKEN"] == "s3cret value" and parsed["DATA_DIR"] == "/data"
     assert envfile.merge(merged, {"MODEL_FRAMEWORK": "onnx"}) == merged  # idempotent
-    for value in ('a "b" c', "back\\slash", "", "#not-a-comment"):
-        assert envfile.parse(envfile.merge("", {"X": value}))["X"] == value
+    import io
+
+    from dotenv import dotenv_values
+
+    for value in ('a "b" c', "back\\slash", "", "#not-a-comment", "pa$$word", "t0k$HOMEx", 'say "$5"'):
+        text = envfile.merge("", {"X": value})
+        assert envfile.parse(text)["X"] == value
+        assert dotenv_values(stream=io.StringIO(text))["X"] == value  # what `edgekit serve --env-file` reads
+        assert "$" not in value or f"X='{value}'" in text  # single quotes: Docker Compose expands no $VAR there
+    for bad in ("it's $5", "t0k${HOME}"):
+        with pytest.raises(UserError, match="cannot hold"):
+            envfile.merge("", {"X": bad})
     with pytest.raises(UserError):
         envfile.merge("", {"BAD KEY": "1"})
     with pytest.raises(UserError, match="KEY=VALUE"):
