@@ -93,7 +93,12 @@ def _wav_frames(files: list[Path], realtime: bool) -> Iterator[np.ndarray]:
     t0, n = time.monotonic(), 0
     for f in files:
         log.debug("audio: playing %s", f)
-        for frame in frames_of(read_wav(f)):
+        try:
+            samples = read_wav(f)
+        except UserError as e:  # broken past its header: skip it rather than restart the whole list
+            log.warning("audio: skipping %s", e)
+            continue
+        for frame in frames_of(samples):
             if realtime:
                 delay = t0 + n * FRAME / SAMPLE_RATE - time.monotonic()
                 if delay > 0:

@@ -37,19 +37,28 @@ class FolderCamera:
             raise UserError(f"Image folder {self.folder} has no images ({', '.join(IMAGE_SUFFIXES)}).")
         self.loop = loop
         self.index = 0
+        self.skipped = 0
         self.last_path: Path | None = None
 
     def read(self) -> np.ndarray | None:
+        """The next image; an unreadable one is logged and skipped (a replay never restarts from the top
+        because of one broken file). None at the end, or when looping over a folder with no readable image."""
         from PIL import Image
 
-        if self.index >= len(self.files):
-            if not self.loop:
-                return None
-            self.index = 0
-        self.last_path = self.files[self.index]
-        self.index += 1
-        with Image.open(self.last_path) as im:
-            return np.asarray(im.convert("RGB"))
+        for _ in range(2 * len(self.files)):
+            if self.index >= len(self.files):
+                if not self.loop:
+                    return None
+                self.index = 0
+            self.last_path = self.files[self.index]
+            self.index += 1
+            try:
+                with Image.open(self.last_path) as im:
+                    return np.asarray(im.convert("RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                self.skipped += 1
+                log.warning("camera folder: skipping %s, which cannot be read as an image (%s)", self.last_path, e)
+        return None
 
     def close(self) -> None:
         pass
@@ -68,7 +77,8 @@ class OpenCVCamera:
         cv2 = cv2_module()
         self._cv2 = cv2
         target: int | str = 0 if spec is None else (int(spec) if spec.isdigit() else spec)
-        self.finite = isinstance(target, str)
+        # a video file ends; a camera index, a device node (/dev/video0) or a stream URL is retried
+        self.finite = isinstance(target, str) and Path(target).is_file()
         self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():
             raise OSError(f"OpenCV cannot open camera {target!r}")
@@ -100,9 +110,13 @@ class PiCamera:
         cls = picamera2_class()
         self.cam = cls(int(spec)) if spec and spec.isdigit() else cls()
         # A preview configuration streams continuously; `capture_array` then just takes the latest frame.
-        config = self.cam.create_preview_configuration(main={"format": "RGB888", "size": CAPTURE_SIZE})
-        self.cam.configure(config)
-        self.cam.start()
+        try:
+            config = self.cam.create_preview_configuration(main={"format": "RGB888", "size": CAPTURE_SIZE})
+            self.cam.configure(config)
+            self.cam.start()
+        except BaseException:
+            self.cam.close()  # else the next open finds the camera "in use"
+            raise
 
     def read(self) -> np.ndarray | None:
         # libcamera's "RGB888" is stored B, G, R in memory; flip to RGB.

@@ -253,3 +253,51 @@ def test_a_source_that_says_it_ends_finishes_instead_of_restarting():
     stop.set()
     assert not t.is_alive() and status.state == "finished"
     assert seen == [1, 2] and status.errors == 0 and status.restarts == 0
+
+
+def test_a_broken_photo_or_recording_in_a_replay_is_skipped(waste_mini, tmp_path):
+    """One unreadable file must not restart a folder or WAV replay from its first file (events twice)."""
+    import soundfile as sf
+
+    bundle = export_tiny_classifier(tmp_path / "models", waste_mini)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, jpeg in enumerate(sorted((waste_mini / "glass").glob("*.jpg"))[:2]):
+        (photos / f"{i}.jpg").write_bytes(jpeg.read_bytes())
+    (photos / "1b-broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png at all")
+    settings = load_settings(model_path=bundle.path, camera_source="folder", camera=str(photos), camera_fps=50,
+                             data_dir=tmp_path / "data")
+    service = Service(settings, backoff=FAST)
+    service.start()
+    try:
+        wait_for(lambda: service.sources["camera"].state == "finished", 30, "the replay to end")
+        assert service.events.count() == 2
+        assert service.sources["camera"].restarts == 0 and service.sources["camera"].errors == 0
+    finally:
+        service.shutdown()
+
+    tone = (np.sin(np.arange(SAMPLE_RATE) / 10) * 0.3).astype(np.float32)
+    sf.write(tmp_path / "good.wav", tone, SAMPLE_RATE)
+    sf.write(tmp_path / "x.flac", tone, SAMPLE_RATE)
+    damaged = bytearray((tmp_path / "x.flac").read_bytes())
+    for i in range(len(damaged) // 3, len(damaged), 7):
+        damaged[i] ^= 0x5A  # the header stays valid: the file opens, then fails half-way through
+    (tmp_path / "bad.wav").write_bytes(damaged)
+    frames = list(audio._wav_frames([tmp_path / "good.wav", tmp_path / "bad.wav", tmp_path / "good.wav"], False))
+    assert len(frames) == 2 * len(list(audio.frames_of(read_wav(tmp_path / "good.wav"))))
+
+
+def test_only_a_video_file_is_a_finite_opencv_source(tmp_path, monkeypatch):
+    class FakeCapture:  # no camera here: only how the source reads its target is under test
+        def __init__(self, target):
+            self.target = target
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return True
+
+    monkeypatch.setattr(camera, "cv2_module", lambda: type("cv2", (), {"VideoCapture": FakeCapture}))
+    video = tmp_path / "site.mp4"
+    video.write_bytes(b"\0" * 16)
+    assert camera.OpenCVCamera(str(video)).finite
+    for spec in ("0", "/dev/null", "rtsp://10.0.0.9/stream"):  # an index, a device node, a stream: retried
+        assert not camera.OpenCVCamera(spec).finite, spec
