@@ -2,7 +2,8 @@
 
 Bad uploads are the client's problem and get 413 (too large), 415 (not an image) or 422 (an image that
 does not decode); they never reach the model and never produce a 500. With `EDGEKIT_API_TOKEN` set,
-every endpoint except /health needs `Authorization: Bearer <token>`.
+every endpoint except /health needs `Authorization: Bearer <token>`; the API's own description (/docs,
+/openapi.json: the endpoints and fields, no data) stays public.
 """
 
 from __future__ import annotations
@@ -62,11 +63,24 @@ def decode_image(data: bytes, content_type: str | None) -> Any:
         if im.width * im.height > MAX_PIXELS:
             raise HTTPException(413, f"image is {im.width}x{im.height}; the limit is {MAX_PIXELS} pixels")
         im.load()
-        return im.convert("RGB")
+        return _upright(im).convert("RGB")
     except HTTPException:
         raise
+    except Image.DecompressionBombError:  # so large that PIL refuses to open it at all
+        raise HTTPException(413, f"image is above PIL's decompression-bomb limit; the limit is {MAX_PIXELS} pixels")
     except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, ValueError, bombs...)
         raise HTTPException(422, f"the image could not be decoded: {type(e).__name__}")
+
+
+def _upright(im: Any) -> Any:
+    """Apply the EXIF orientation, as training, the export gate and calibration do (`preprocess.load_image`):
+    a phone's portrait photo would otherwise reach the model lying on its side."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: classify the pixels as stored
+        return im
 
 
 def _guards(app: FastAPI, settings: Any) -> Any:
@@ -80,7 +94,8 @@ def _guards(app: FastAPI, settings: Any) -> Any:
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
-        # Refuse before the multipart parser spools a huge body to the Pi's SD card.
+        # Refuse before the multipart parser spools a huge body to the Pi's SD card. A body without a
+        # Content-Length (chunked) is counted as it streams by FastAPI's max_body_size (create_app).
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > settings.max_upload_bytes + BODY_OVERHEAD:
             return JSONResponse({"detail": f"upload is larger than {settings.max_upload_bytes} bytes"}, 413)
@@ -93,7 +108,8 @@ def create_app(service: Any) -> FastAPI:
     """The API for a running `Service`."""
     settings = service.settings
     app = FastAPI(title="edgekit device API", version=__version__,
-                  description="Wake-word and camera classification service on the device.")
+                  description="Wake-word and camera classification service on the device.",
+                  max_body_size=settings.max_upload_bytes + BODY_OVERHEAD)
     auth = _guards(app, settings)
     problems: dict[int | str, dict[str, Any]] = {c: {"model": Problem} for c in (401, 409, 413, 415, 422, 503)}
 

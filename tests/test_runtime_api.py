@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -97,6 +98,58 @@ def test_bad_uploads_are_413_415_422(api, camera_folder):
     assert r.status_code == 422
     health = api.get("/health")
     assert health.status_code == 200, health.text  # bad uploads do not hurt the service
+
+
+def test_a_chunked_upload_is_refused_once_it_passes_the_limit(api):
+    """Without Content-Length the body is counted as it arrives: 413 after about the limit, not after the
+    multipart parser has spooled whatever the client sends to the SD card."""
+    import select
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(api.url)
+    chunk = lambda data: f"{len(data):x}\r\n".encode() + data + b"\r\n"  # noqa: E731
+    sent, block, answer = 0, b"\xff" * 16384, b""
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: pi\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Transfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=B\r\n\r\n".encode())
+        sock.sendall(chunk(b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'))
+        while sent < 256 * MAX_UPLOAD and not select.select([sock], [], [], 0.002)[0]:
+            try:
+                sock.sendall(chunk(block))
+            except OSError:  # the server answered and closed while we were sending
+                break
+            sent += len(block)
+        with contextlib.suppress(OSError):
+            answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), (sent, answer[:200])
+    assert sent < 32 * MAX_UPLOAD, sent  # 2 MiB at most for a 64 KiB limit (socket buffers included)
+    assert api.get("/health").status_code == 200
+
+
+def test_predict_turns_phone_photos_upright_and_refuses_pixel_bombs(api, tiny_bundle, camera_folder):
+    import struct
+    import zlib
+
+    from edgekit.edge.predictor import Predictor
+
+    photo = Image.open(sorted(camera_folder.iterdir())[0]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: stored turned, shown rotated 90 degrees clockwise, as phones do
+    buf = io.BytesIO()
+    photo.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    r = _post(api, buf.getvalue())
+    assert r.status_code == 200, r.text
+    upright = Predictor.from_bundle(tiny_bundle, fmt="onnx").predict_image(buf.getvalue())[0]  # applies EXIF
+    np.testing.assert_allclose([r.json()["scores"][k] for k in LABELS], upright, rtol=1e-4, atol=1e-6)
+
+    def png_chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)  # 200 Mpx claimed in a 57-byte file
+    bomb = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
+    r = _post(api, bomb, "bomb.png", "image/png")
+    assert r.status_code == 413 and "pixels" in r.json()["detail"], r.text
 
 
 def test_token_is_required_except_for_health(api):
