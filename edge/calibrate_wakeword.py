@@ -158,14 +158,9 @@ def score_chunks(model: Any, name: str, chunks: Iterable[np.ndarray], warmup_s: 
     frame goes through `model.predict`, the call the device makes; the raw score is read from
     openWakeWord's prediction buffer (before its VAD gate) and the VAD score is the one it gates with.
     """
-    from edgekit.edge.wakeword import silence_history
+    from edgekit.edge.oww import restart_stream
 
-    model.reset()
-    silence_history(model)  # as the device does after every (re)start
-    vad = getattr(model, "vad", None) if model.vad_threshold > 0 else None
-    if vad is not None:
-        vad.reset_states()
-        vad.prediction_buffer.clear()
+    vad = restart_stream(model)  # as the device does after every (re)start
     raw: list[float] = []
     gate: list[float] = []
 

@@ -112,6 +112,21 @@ def silence_history(model: Any) -> None:
     pre.feature_buffer = pre._get_embeddings(np.zeros(HISTORY_SAMPLES, dtype=np.int16))
 
 
+def restart_stream(model: Any) -> Any:
+    """Forget all streaming state of an `openwakeword.Model`, as at a fresh start: its buffers
+    (`model.reset()` then `silence_history`) and its VAD's state and speech scores, which `reset()` leaves.
+
+    Returns the VAD gating the scores, or None when VAD is off.
+    """
+    model.reset()
+    silence_history(model)
+    vad = getattr(model, "vad", None) if getattr(model, "vad_threshold", 0) > 0 else None
+    if vad is not None:
+        vad.reset_states()
+        vad.prediction_buffer.clear()
+    return vad
+
+
 _vad_path: list[Path] = []
 
 

@@ -69,6 +69,9 @@ class Service:
             raise UserError("Setting EDGEKIT_CAMERA_SOURCE needs MODEL_PATH (the classifier bundle) as well.")
         if self.listener is None and self.classifier is None:
             raise UserError("Nothing to serve: set OPENWAKEWORD_MODEL_PATHS and/or MODEL_PATH.")
+        if s.classify_trigger == "wakeword" and s.camera_source and self.listener is None:
+            raise UserError("Setting EDGEKIT_CLASSIFY_TRIGGER=wakeword needs a wake word to trigger on "
+                            "(OPENWAKEWORD_MODEL_PATHS); without one the camera would never classify.")
 
     def start(self) -> None:
         """Open the sources (configuration errors raise here) and start their supervised threads."""
@@ -208,7 +211,11 @@ class Service:
 
         from edgekit.edge.api import create_app
 
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # the audio loop may already run when the camera's settings are refused
+            self.shutdown()
+            raise
         s = self.settings
         config = uvicorn.Config(create_app(self), host=s.api_host, port=s.api_port, log_level="warning",
                                 lifespan="off", access_log=False)

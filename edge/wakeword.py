@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.edge.detector import FRAME_S, Detection, Detector, DetectorConfig
-from edgekit.edge.oww import silence_history  # also imported from here by calibration, tests and bench
+from edgekit.edge.oww import restart_stream
 from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def score_stream(model: Any, frames: Iterable[np.ndarray]) -> dict[str, np.ndarr
 
     Args:
         model: an `openwakeword.Model` (see `edgekit.edge.oww.make_model` and `silence_history`); it
-            keeps its streaming state: call `model.reset()` and `silence_history(model)` between
+            keeps its streaming state: call `edgekit.edge.oww.restart_stream(model)` between
             unrelated recordings.
         frames: int16 arrays of 1280 samples.
 
@@ -126,8 +126,7 @@ class WakewordListener:
 
     def reset(self) -> None:
         """Forget streaming state (after the source restarts: old audio must not leak into new)."""
-        self.model.reset()
-        silence_history(self.model)
+        restart_stream(self.model)  # the VAD's speech scores too: Model.reset() keeps them
         for d in self.detectors.values():
             d.reset()
 

@@ -301,3 +301,22 @@ def test_only_a_video_file_is_a_finite_opencv_source(tmp_path, monkeypatch):
     assert camera.OpenCVCamera(str(video)).finite
     for spec in ("0", "/dev/null", "rtsp://10.0.0.9/stream"):  # an index, a device node, a stream: retried
         assert not camera.OpenCVCamera(spec).finite, spec
+
+
+def test_a_refused_camera_setting_stops_the_audio_loop_it_started(oww_dir, waste_mini, tmp_path):
+    from edgekit.errors import UserError
+
+    bundle = export_tiny_classifier(tmp_path / "models", waste_mini)
+    common = dict(model_path=bundle.path, wakeword_models=str(oww_dir / "alexa_v0.1.onnx"), feature_dir=oww_dir,
+                  audio_source="wav", audio_path=str(oww_dir / "alexa_test.wav"), audio_realtime=True,
+                  data_dir=tmp_path / "data")
+    service = Service(load_settings(**common, camera_source="folder", camera=str(tmp_path / "no-such-folder")))
+    with pytest.raises(UserError, match="EDGEKIT_CAMERA"):
+        service.run()  # audio starts first, then the camera's folder is refused
+    assert service.stop_event.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "edgekit-audio" and t.is_alive()]
+
+    silent = dict(common, camera_source="folder", camera=str(waste_mini / "glass"), classify_trigger="wakeword")
+    silent.pop("wakeword_models")
+    with pytest.raises(UserError, match="EDGEKIT_CLASSIFY_TRIGGER=wakeword needs a wake word"):
+        Service(load_settings(**silent))

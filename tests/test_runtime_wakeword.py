@@ -172,3 +172,20 @@ def test_noise_suppression_without_speexdsp_is_one_sentence(oww_dir, tmp_path):
                       wakeword_noise_suppression=True, data_dir=tmp_path)
     with pytest.raises(UserError, match="OPENWAKEWORD_NOISE_SUPPRESSION needs speexdsp-ns"):
         build_listener(s)
+
+
+def test_reset_also_forgets_the_vad_state(oww_dir):
+    """After a source restart the VAD gate must judge the new audio, not the speech heard before it."""
+    from edgekit.edge.oww import make_model
+
+    model = make_model([oww_dir / "alexa_v0.1.onnx"], "onnx", oww_dir, vad_threshold=0.5)
+    listener = WakewordListener(model, {"alexa_v0.1": DetectorConfig()}, {"alexa_v0.1": "t"})
+    for f in frames_of(read_wav(oww_dir / "alexa_test.wav")):
+        listener.process(f)
+    assert max(model.vad.prediction_buffer) > 0.5  # it heard speech
+    listener.reset()
+    assert len(model.vad.prediction_buffer) == 0
+    fresh = make_model([oww_dir / "alexa_v0.1.onnx"], "onnx", oww_dir, vad_threshold=0.5)
+    silence = np.zeros(FRAME, np.int16)
+    assert listener.process(silence) == [] and fresh.predict(silence) == pytest.approx(listener.last_scores)
+    assert list(model.vad.prediction_buffer) == pytest.approx(list(fresh.vad.prediction_buffer))
