@@ -142,10 +142,12 @@ def create_app(service: Any) -> FastAPI:
 
     @app.get("/events", dependencies=[Depends(auth)])
     def events(since: float = Query(0.0, description="unix seconds; events strictly after it", allow_inf_nan=False),
+               after: int = Query(0, ge=0, description="event id; events recorded after it (for paging)"),
                limit: int = Query(1000, ge=1, le=10000), kind: str | None = Query(None)) -> dict[str, Any]:
-        """Recorded events (wake words, classifications), oldest first."""
-        rows = service.events.since(since, limit=limit, kind=kind)
-        return {"events": rows, "next_since": rows[-1]["time"] if rows else since}
+        """Recorded events (wake words, classifications), oldest first; page with `after=next_after`."""
+        rows = service.events.since(since, limit=limit, kind=kind, after=after)
+        return {"events": rows, "next_since": rows[-1]["time"] if rows else since,
+                "next_after": rows[-1]["id"] if rows else after}
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(auth)])
     def metrics() -> PlainTextResponse:

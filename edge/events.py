@@ -77,7 +77,13 @@ class EventStore:
             data: dict[str, Any] | None = None, when: float | None = None) -> dict[str, Any]:
         """Record one event (and its frame, when given) and return it as stored."""
         when = time.time() if when is None else when
-        image_path = self._save_frame(image, when, kind) if image is not None else None
+        image_path = None
+        if image is not None:
+            try:
+                image_path = self._save_frame(image, when, kind)
+            except OSError as e:  # a full disk (filled by anything): free what retention may, keep the event
+                log.warning("could not save the frame of a %s event (%s); recording it without", kind, e)
+                self.prune()
         row = (when, kind, label, score, model_version, image_path, json.dumps(data or {}))
         with self._lock:
             cur = self._db.execute(
@@ -91,14 +97,17 @@ class EventStore:
             self.prune()
         return event
 
-    def since(self, since: float = 0.0, limit: int = 1000, kind: str | None = None) -> list[dict[str, Any]]:
-        """Events strictly after `since` (unix seconds), oldest first."""
-        sql = "SELECT id, time, kind, label, score, model_version, image_path, data FROM captures WHERE time > ?"
-        args: list[Any] = [since]
+    def since(self, since: float = 0.0, limit: int = 1000, kind: str | None = None,
+              after: int = 0) -> list[dict[str, Any]]:
+        """Events strictly after `since` (unix seconds) and after event id `after`, in the order they were
+        recorded. Page with `after` = the last id seen: events that share a timestamp are never skipped."""
+        sql = ("SELECT id, time, kind, label, score, model_version, image_path, data FROM captures "
+               "WHERE time > ? AND id > ?")
+        args: list[Any] = [since, after]
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
-        sql += " ORDER BY time, id LIMIT ?"
+        sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
@@ -109,7 +118,7 @@ class EventStore:
             return int(self._db.execute("SELECT COUNT(*) FROM captures").fetchone()[0])
 
     def prune(self) -> int:
-        """Apply the retention rules; returns how many events were deleted."""
+        """Apply the retention rules; returns how many events were deleted or lost their saved frame."""
         r = self.retention
         with self._lock:
             doomed = self._db.execute("SELECT id, image_path FROM captures WHERE time < ?",
@@ -119,10 +128,13 @@ class EventStore:
                 doomed += self._db.execute("SELECT id, image_path FROM captures ORDER BY time, id LIMIT ?",
                                            (excess,)).fetchall()
             n = self._delete(doomed)
-            n += self._free_disk()
+            frames = self._free_disk()
         if n:
             log.info("retention: deleted %d old events", n)
-        return n
+        if frames:
+            log.warning("retention: the data disk is low on space; removed the %d oldest saved frames "
+                        "(their events stay)", frames)
+        return n + frames
 
     def close(self) -> None:
         with self._lock:
@@ -142,14 +154,19 @@ class EventStore:
         return len(ids)
 
     def _free_disk(self) -> int:
-        deleted = 0
+        """Remove the oldest saved frames while the disk is low; their events stay, without `image_path`."""
+        removed = 0
         while shutil.disk_usage(self.folder).free < self.retention.min_free_bytes:
             rows = self._db.execute("SELECT id, image_path FROM captures WHERE image_path IS NOT NULL "
                                     "ORDER BY time, id LIMIT 100").fetchall()
             if not rows:
                 break
-            deleted += self._delete(rows)
-        return deleted
+            for _, image in rows:
+                (self.folder / image).unlink(missing_ok=True)
+            ids = [row[0] for row in rows]
+            self._db.execute(f"UPDATE captures SET image_path = NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
+            removed += len(ids)
+        return removed
 
     def _save_frame(self, image: np.ndarray, when: float, kind: str) -> str:
         from PIL import Image

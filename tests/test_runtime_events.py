@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+import edgekit.edge.events as events_module
 from edgekit.edge.classify import UNKNOWN, Classifier, bundle_thresholds
 from edgekit.edge.events import DB, JSONL, EventStore, Retention, read_jsonl
 from edgekit.edge.metrics import Metrics
@@ -52,6 +53,19 @@ def test_retention_frees_disk_by_dropping_oldest_frames(tmp_path):
     store.retention = Retention(max_age_s=1e12, min_free_bytes=10**18)  # "the disk is full"
     assert store.prune() == 3
     assert list((tmp_path / "frames").rglob("*.jpg")) == []
+    events = store.since(0)  # the history stays: only the pictures went
+    assert [e["label"] for e in events] == ["e0", "e1", "e2"] and all(e["image_path"] is None for e in events)
+
+
+def test_a_frame_that_cannot_be_written_leaves_the_event(tmp_path, monkeypatch):
+    store = EventStore(tmp_path, Retention(min_free_bytes=0))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(events_module.atomic, "write_bytes", disk_full)
+    event = store.add("classification", label="glass", image=np.zeros((8, 8, 3), np.uint8))
+    assert event["image_path"] is None and [e["label"] for e in store.since(0)] == ["glass"]
 
 
 WRITER = """
@@ -110,3 +124,14 @@ def test_metrics_text_format():
     assert 'edgekit_inference_latency_seconds_bucket{task="classify",le="+Inf"} 3' in text
     assert 'edgekit_inference_latency_seconds_count{task="classify"} 3' in text
     assert "# TYPE edgekit_inference_latency_seconds histogram" in text
+
+
+def test_paging_by_id_never_skips_events_that_share_a_time(tmp_path):
+    store = EventStore(tmp_path, Retention(min_free_bytes=0))
+    for i in range(5):
+        store.add("wakeword", label=f"w{i}", when=1e9)  # one timestamp (a coarse clock, or a clock step)
+    seen, after = [], 0
+    while page := store.since(0, limit=2, after=after):
+        seen += [e["label"] for e in page]
+        after = page[-1]["id"]
+    assert seen == [f"w{i}" for i in range(5)]
