@@ -220,6 +220,10 @@ def run_capture(config: CaptureConfig, actions: Callable[..., str | None] | None
                 if config.ui == "terminal":
                     break  # end of input
                 continue
+            if action == "capture" and config.ui == "terminal":
+                # the terminal waited for the user's Enter: the frame read before the prompt is stale by now
+                fresh = camera.read()
+                frame = fresh if fresh is not None else frame
             saved = session.handle(action, frame)
             if saved is not None:
                 log.info("saved %s", saved)

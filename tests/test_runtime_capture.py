@@ -70,6 +70,21 @@ def test_terminal_ui_ends_at_end_of_input(one_photo, tmp_path):
     assert any("commands:" in line for line in lines)
 
 
+def test_terminal_capture_saves_the_frame_of_the_enter_not_of_the_prompt(tmp_path):
+    from PIL import Image
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for name, value in (("0-before.png", 0), ("1-after.png", 255)):  # what the camera sees at each moment
+        Image.new("RGB", (32, 24), (value, value, value)).save(camera / name)
+    cfg = CaptureConfig(classes=["a"], out=tmp_path / "out", target=1, camera_source="folder", camera=str(camera),
+                        ui="terminal")
+    session = run_capture(cfg, actions=terminal_actions(io.StringIO("\n"), echo=lambda line: None))
+    assert session.counts["a"] == 1
+    saved = np.asarray(Image.open(tmp_path / "out" / "a" / "a_0001.jpg"))
+    assert saved.mean() > 250  # the frame read after Enter, not the black one shown with the prompt
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"classes": "a,a"}, "repeat"),
     ({"classes": "pla stic"}, "class names"),
