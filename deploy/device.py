@@ -34,6 +34,8 @@ def _agent_tar() -> bytes:
 
 
 AGENT_TAR = _agent_tar()
+PY = "edgekit-python:"
+"""Marks the lines of the agent check's answer."""
 
 
 class DeployError(UserError):
@@ -61,15 +63,17 @@ class Device:
         # The interpreter's real path, found once and remembered on the device: calls then skip
         # wrappers such as pyenv shims, which cost ~0.5 s per call.
         agent, pyfile = shlex.quote(self.agent), shlex.quote(self._python_file)
-        check = (f'p=$(cat {pyfile} 2>/dev/null); if [ -f {agent} ] && [ -x "$p" ]; then echo "$p"; '
-                 f"echo present; else python3 -c 'import sys; print(sys.executable)' || exit 9; fi")
+        # Marked lines: a shell rc that prints something on the device must not be taken for the answer.
+        check = (f'p=$(cat {pyfile} 2>/dev/null); if [ -f {agent} ] && [ -x "$p" ]; then echo "{PY}$p"; '
+                 f"echo {PY}present; else python3 -c 'import sys; print(\"{PY}\" + sys.executable)' || exit 9; fi")
         r = self.t.run(check, timeout=60)
         if r.rc == 9:
             raise DeployError(f"{self.label}: python3 is not installed on the device (apt install python3).")
-        if r.rc not in (0, 1) or not r.stdout.strip():
+        answer = [line.strip()[len(PY):] for line in r.stdout.splitlines() if line.strip().startswith(PY)]
+        if r.rc not in (0, 1) or not answer:
             raise DeployError(f"{self.label}: cannot run commands on the device: {(r.stderr or r.stdout).strip()}")
-        self.python = r.stdout.splitlines()[0].strip() or "python3"
-        if "present" in r.stdout:
+        self.python = answer[0] or "python3"
+        if "present" in answer[1:]:
             return
         # Unpacked under a temporary name, then renamed: a half-written agent is never run. Two deploys
         # installing at once: the first rename wins and the other drops its copy.

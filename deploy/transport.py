@@ -136,11 +136,21 @@ def _close(chan) -> None:
         log.debug("closing a channel: %s", _why(e))
 
 
-def _answer(line: str) -> dict:
-    try:
-        return json.loads(line) if line.strip() else {"ok": False, "error": "no answer from the device"}
-    except ValueError:
-        return {"ok": False, "error": line.strip()[-300:]}
+def _answered(buf: bytes) -> bool:
+    """Whether `buf` holds a complete line that is the agent's JSON answer."""
+    return any(line.lstrip().startswith(b"{") for line in buf.split(b"\n")[:-1])
+
+
+def _answer(text: str) -> dict:
+    """The agent's JSON answer among the lines of `text` (any others come from a chatty shell rc)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                pass
+    return {"ok": False, "error": lines[-1][-300:] if lines else "no answer from the device"}
 
 
 class SSHTransport(Transport):
@@ -231,7 +241,7 @@ class SSHTransport(Transport):
         chan.exec_command(cmd)
         buf = bytearray()
         try:
-            while b"\n" not in buf:
+            while not _answered(buf):  # lines before the answer (a chatty shell rc) are passed over
                 data = chan.recv(4096)
                 if not data:
                     break

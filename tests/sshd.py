@@ -60,19 +60,23 @@ def free_port() -> int:
 class SSHD:
     """One sshd process; `known_hosts_line` trusts it, `kill_sessions()` cuts live connections."""
 
-    def __init__(self, workdir: Path, client_key: Path, login_rc: bool = True):
+    def __init__(self, workdir: Path, client_key: Path, login_rc: bool = True, env: dict[str, str] | None = None):
         """Args:
             login_rc: let bash read the user's ~/.bashrc for each command as it does under a real sshd.
                 False sets SHLVL=1 for sessions, which stops that (bash reads it only at level 1):
                 a developer's rc (pyenv, conda) can cost 0.5 s of CPU per command, which a Pi's
                 plain rc does not, and which would swamp what the fleet benchmark measures.
+            env: more variables for every session (`SetEnv`), e.g. BASH_ENV to run a script before each
+                command as a chatty shell rc would.
         """
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         keygen(self.dir / "host_key")
         shutil.copy(f"{client_key}.pub", self.dir / "authorized_keys")
-        setenv = "" if login_rc else "SetEnv SHLVL=1\n"
+        variables = {**({} if login_rc else {"SHLVL": "1"}), **(env or {})}
+        # one line: sshd keeps only the first SetEnv directive
+        setenv = "SetEnv " + " ".join(f"{k}={v}" for k, v in variables.items()) + "\n" if variables else ""
         (self.dir / "sshd_config").write_text(CONFIG.format(port=self.port, dir=self.dir, setenv=setenv))
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -215,8 +219,8 @@ def sshd_factory(tmp_path, client_key):
     """Start real sshd servers on free ports: `sshd_factory()` → SSHD; all stopped after the test."""
     servers: list[SSHD] = []
 
-    def start() -> SSHD:
-        s = SSHD(tmp_path / f"sshd{len(servers)}", client_key)
+    def start(**kwargs) -> SSHD:
+        s = SSHD(tmp_path / f"sshd{len(servers)}", client_key, **kwargs)
         servers.append(s)
         return s
 

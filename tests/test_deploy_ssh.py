@@ -244,3 +244,17 @@ def test_host_alias_and_port_come_from_the_ssh_config(tmp_path, pi, ssh, monkeyp
     res = api.deploy(["kitchen-pi"], make_bundle(tmp_path / "models"), root=str(dev), **ssh).results[0]
     assert res.status == "ok", res
     assert res.target == "kitchen-pi" and os.readlink(dev / "current") == "releases/waste-v1-tflite-int8"
+
+
+def test_a_shell_that_prints_a_greeting_does_not_confuse_the_deploy(tmp_path, sshd_factory, known_hosts, ssh):
+    """Many Pis print a banner or a fortune from the shell's rc; bash runs BASH_ENV before each command."""
+    chatty = tmp_path / "chatty.sh"
+    chatty.write_text('echo "Welcome to the Pi! {not json"\nunset BASH_ENV\n')  # once per command, as an rc
+    server = sshd_factory(env={"BASH_ENV": str(chatty)}, login_rc=False)  # not this machine's own ~/.bashrc
+    dev = tmp_path / "pi"
+    addr = trusted(server, known_hosts, dev)
+    b1, b2 = (make_bundle(tmp_path / "models", version=v) for v in ("v1", "v2"))
+    assert api.deploy([addr], b1, root=str(dev), **ssh).ok
+    assert api.deploy([addr], b2, root=str(dev), **ssh).ok
+    assert os.readlink(dev / "current") == "releases/waste-v2-tflite-int8"
+    assert (tmp_path / "pi" / "running").read_text() == "waste/v2\n"
