@@ -437,3 +437,26 @@ def test_best_k_keeps_the_best_epoch_when_later_gains_are_below_min_delta():
     assert [v.keep for v in verdicts] == [True, False, False] and [v.evicted for v in verdicts] == [[], [2], [3]]
     best.update(0.9, 4, "min", 0.05, 0, 1)
     assert best.epoch == 4 and best.top == [[0.9, 4]]
+
+
+def test_ctrl_c_in_the_last_evaluation_lets_the_finished_run_end(tmp_path):
+    import signal
+
+    calls = []
+
+    def evaluate(model, device):
+        calls.append(1)
+        if len(calls) == 2:  # the last epoch's evaluation: all training is done
+            signal.raise_signal(signal.SIGINT)
+        return worker.eval_fn(model, device)
+
+    _, result = worker.run(tmp_path, evaluate=evaluate, epochs=2)
+    assert result.epochs_run == 2 and (tmp_path / "done.json").is_file()
+
+
+def test_a_split_file_class_index_out_of_range_is_one_sentence():
+    from edgekit.trainer.calibration_data import _item
+
+    assert _item(["glass/1.jpg", 1], ["cardboard", "glass"]) == ("glass/1.jpg", 1)
+    with pytest.raises(UserError, match="class index 7 for glass/1.jpg; the bundle has 2 classes"):
+        _item(["glass/1.jpg", 7], ["cardboard", "glass"])

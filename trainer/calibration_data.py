@@ -70,7 +70,10 @@ def _item(item: Any, labels: list[str]) -> tuple[str, int]:
         rel, label = item
     else:
         raise UserError(f"{SPLIT_FILE} has an entry {item!r} that is neither a path nor a [path, label] pair.")
-    if isinstance(label, int):
+    if isinstance(label, int) and not isinstance(label, bool):
+        if not 0 <= label < len(labels):
+            raise UserError(f"{SPLIT_FILE} gives class index {label} for {rel}; the bundle has {len(labels)} "
+                            f"classes (0-{len(labels) - 1}).")
         return str(rel), label
     if label not in labels:
         raise UserError(f"{SPLIT_FILE} names class {label!r}, which is not among the labels {labels}.")

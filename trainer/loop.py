@@ -169,8 +169,8 @@ class Trainer:
             if self.stop.requested and not end_of_epoch:
                 self._interrupted()
         self._end_epoch()
-        if self.stop.requested:
-            self._interrupted()
+        if self.stop.requested and self.epoch < self.cfg.epochs and not self.best.stopped_early:
+            self._interrupted()  # a stop that lands in the last epoch's evaluation lets the run finish
 
     def _has_batch(self) -> bool:
         need = self.batch_size if self.cfg.drop_last else 1
