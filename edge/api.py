@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from edgekit import __version__
 from edgekit.edge.classify import Classification
+from edgekit.edge.service import NoFrame
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def create_app(service: Any) -> FastAPI:
             raise HTTPException(409, str(e))
         except FutureTimeout:
             raise HTTPException(503, "the camera gave no frame in time")
+        except NoFrame as e:
+            raise HTTPException(503, str(e))
 
     @app.get("/health")
     def health() -> JSONResponse:

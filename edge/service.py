@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -166,7 +167,11 @@ class Service:
         fut: Future = Future()
         self._requests.put(fut)
         self._wake.set()
-        return fut.result(timeout=timeout)
+        try:
+            return fut.result(timeout=timeout)
+        except FutureTimeout:
+            fut.cancel()  # still queued: the camera loop skips it instead of classifying for nobody
+            raise
 
     # --- classification -------------------------------------------------------------------------
 
@@ -249,13 +254,20 @@ class _CameraFrames:
     def __next__(self) -> tuple[np.ndarray, Future | None]:
         svc = self.svc
         while not svc.stop_event.is_set():
-            request = _pop(svc._requests)
+            request = _pop_waited(svc._requests)
             if request is None:
                 if not self._due():
                     continue
-                request = _pop(svc._requests)
-            frame = self.camera.read()
+                request = _pop_waited(svc._requests)
+            try:
+                frame = self.camera.read()
+            except Exception as e:
+                if request is not None:  # the caller hears now, not after its timeout
+                    request.set_exception(NoFrame(f"the camera gave no frame ({type(e).__name__}: {e})"))
+                raise
             if frame is None:
+                if request is not None:
+                    request.set_exception(NoFrame("the camera source has ended"))
                 raise StopIteration
             return frame, request
         raise StopIteration
@@ -281,8 +293,16 @@ class _CameraFrames:
         self.camera.close()
 
 
-def _pop(q: queue.Queue) -> Any:
-    try:
-        return q.get_nowait()
-    except queue.Empty:
-        return None
+def _pop_waited(q: queue.Queue) -> Future | None:
+    """The next capture request whose caller still waits (one that timed out was cancelled), marked running."""
+    while True:
+        try:
+            fut = q.get_nowait()
+        except queue.Empty:
+            return None
+        if fut.set_running_or_notify_cancel():
+            return fut
+
+
+class NoFrame(Exception):
+    """A capture request's camera read failed or the source ended (the API answers 503)."""

@@ -320,3 +320,40 @@ def test_a_refused_camera_setting_stops_the_audio_loop_it_started(oww_dir, waste
     silent.pop("wakeword_models")
     with pytest.raises(UserError, match="EDGEKIT_CLASSIFY_TRIGGER=wakeword needs a wake word"):
         Service(load_settings(**silent))
+
+
+class _UnpluggedPiCamera(FakePicamera2):
+    """Gives `good` frames, then fails every read as an unplugged camera does."""
+
+    good = 1
+    reads = 0
+
+    def start(self) -> None:
+        pass
+
+    def capture_array(self, name: str = "main") -> np.ndarray:
+        type(self).reads += 1
+        if type(self).reads > self.good:
+            raise RuntimeError("Camera frontend has timed out!")
+        return super().capture_array(name)
+
+
+def test_a_capture_request_hears_at_once_when_the_camera_fails(waste_mini, tmp_path, monkeypatch):
+    from edgekit.edge.service import NoFrame
+
+    bundle = export_tiny_classifier(tmp_path / "models", waste_mini)
+    rgb = np.asarray(Image.open(sorted((waste_mini / "paper").glob("*.jpg"))[0]).convert("RGB"))
+    monkeypatch.setattr(_UnpluggedPiCamera, "frames", [rgb])
+    monkeypatch.setattr(camera, "picamera2_class", lambda: _UnpluggedPiCamera)
+    settings = load_settings(model_path=bundle.path, camera_source="picamera2", camera_fps=0.01,
+                             data_dir=tmp_path / "data")
+    service = Service(settings, backoff=Backoff(first=5.0, cap=5.0))  # no reopen during the test
+    service.start()
+    try:
+        wait_for(lambda: service.events.count() == 1, 30, "the first, timed frame")
+        start = time.monotonic()
+        with pytest.raises(NoFrame, match="timed out"):
+            service.request_capture(timeout=20)
+        assert time.monotonic() - start < 5  # not the 20 s timeout
+    finally:
+        service.shutdown()
