@@ -149,3 +149,58 @@ def test_diagnosis_warns_with_what_to_do(tmp_path):
     assert "test groups ['p2'] have no window of sit" in text
     with pytest.raises(UserError, match="No window of 90 frames"):
         diagnose(recs, seq_data.make_windows(recs, 90, 4), split, 90, 4)
+
+
+def test_real_world_csv_quirks(tmp_path, caplog):
+    """phyphox-style `Time (s)` headers, rows out of time order, duplicate names, and non-UTF-8 text."""
+    (tmp_path / "phyphox.csv").write_text("Time (s),acc_x,activity\n0.04,3,walk\n0.00,1,walk\n0.02,2,walk\n")
+    rec = seq_data.read_csv(tmp_path / "phyphox.csv")
+    assert rec.features == ["acc_x"] and rec.frames[:, 0].tolist() == [1.0, 2.0, 3.0]  # sorted by time
+    (tmp_path / "dup.csv").write_text("t,acc_x,acc_x,activity\n0,1,2,walk\n")
+    with pytest.raises(UserError, match="'acc_x' appears more than once"):
+        seq_data.read_csv(tmp_path / "dup.csv")
+    (tmp_path / "latin1.csv").write_bytes("t,a,activity\n0,1,CAFÉ\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8 text; save the file as UTF-8"):
+        seq_data.read_csv(tmp_path / "latin1.csv")
+    (tmp_path / "blank_first.csv").write_text("\nt,a,activity\n0,1,walk\n")
+    assert seq_data.read_csv(tmp_path / "blank_first.csv").frames.tolist() == [[1.0]]
+
+
+def test_naming_only_validation_groups_keeps_them_out_of_test(tmp_path):
+    for g in "ABCDEF":
+        write_csv(tmp_path / f"{g}.csv", ["walk"] * 8 + ["sit"] * 8)
+    recs, _ = seq_data.load_folder(tmp_path)
+    w = seq_data.make_windows(recs, 4, 4)
+    for seed in range(10):
+        split = seq_data.split_by_group(w, val_groups=["A", "B"], seed=seed)
+        assert split["val"] == ["A", "B"] and not set(split["test"]) & {"A", "B"}
+
+
+def test_label_typos_person_leaks_and_short_cnn_windows_are_caught(tmp_path, caplog):
+    import logging
+
+    from edgekit.trainer.seq_diagnose import check_labels, warn_shared_person
+    from edgekit.trainer.sequence import SequenceConfig
+
+    recs = [seq_data.read_csv(write_csv(tmp_path / f"{n}.csv", ["WALKING"] * 4 + ["SITTING"] * 4))
+            for n in ("exp01_user01", "exp02_user01", "exp03_user02")]
+    with pytest.raises(UserError, match="'SITTNG', which no recording contains. Did you mean 'SITTING'"):
+        check_labels(recs, ["WALKING", "SITTNG"])
+    check_labels(recs, ["WALKING"])
+    with caplog.at_level(logging.WARNING):
+        warn_shared_person(recs)
+    assert "3 files name 2 people" in caplog.text and "--group-by 'file:" in caplog.text
+    with pytest.raises(UserError, match="--window 8 is too short; use at least 16"):
+        SequenceConfig(data=str(tmp_path), arch="cnn1d", units=[8, 8, 8, 8], window=8)
+
+
+def test_a_rerun_on_changed_data_is_a_new_run(tmp_path):
+    from edgekit.trainer.sequence import SequenceConfig, _run_dir, prepare
+
+    for g in "ABCD":
+        write_csv(tmp_path / f"{g}.csv", ["walk"] * 40 + ["sit"] * 40)
+    cfg = SequenceConfig(data=str(tmp_path), window=8, stride=8, test_groups=["D"], val_groups=["C"])
+    first = _run_dir(cfg, prepare(cfg, show=False))
+    assert _run_dir(cfg, prepare(cfg, show=False)) == first  # same data: the run resumes
+    write_csv(tmp_path / "E.csv", ["walk"] * 40 + ["sit"] * 40, start=7)
+    assert _run_dir(cfg, prepare(cfg, show=False)) != first  # a recording more: not the old weights

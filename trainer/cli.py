@@ -157,7 +157,9 @@ def _register_train_sequence(train: typer.Typer) -> None:
         class_weights: str = typer.Option("auto", help="auto (inverse frequency) or none."),
         seed: int = typer.Option(0, help="Seed for split, initialisation and batch order."),
         device: str = typer.Option("auto", help="auto, cuda or cpu."),
-        run_dir: str = typer.Option(None, help="Checkpoints and history (default: runs/NAME/CONFIG-HASH)."),
+        run_dir: str = typer.Option(None, help="Checkpoints and history (default: runs/NAME/HASH of settings "
+                                               "and data)."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run."),
     ) -> None:
         """LSTM/GRU/CNN activity classifier from CSV frames (diagnosis first, split by group)."""
         from edgekit.trainer.sequence import SequenceConfig, train_sequence
@@ -176,7 +178,8 @@ def _register_train_sequence(train: typer.Typer) -> None:
             include_labels=items(include_labels), window=window, stride=stride, train_stride=train_stride,
             group_by=group_by, test_groups=items(test_groups), val_groups=items(val_groups), arch=arch,
             units=unit_list, dense=dense, dropout=dropout, pool=pool, epochs=epochs, batch_size=batch_size, lr=lr,
-            patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir))
+            patience=patience, class_weights=class_weights, seed=seed, device=device, run_dir=run_dir,
+            resume=not no_resume))
 
 
 def _config(cls, **fields):

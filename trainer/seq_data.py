@@ -24,8 +24,15 @@ from edgekit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TIME_COLUMNS = ("t", "time", "timestamp", "time_s", "seconds")
-"""Columns left out of the default feature set: they count frames, they do not describe motion."""
+TIME_RE = re.compile(r"^(t|time|timestamp|seconds|elapsed|elapsed_?time|(time|timestamp)_?(s|ms|us|ns)"
+                     r"|[a-z]*_(time|timestamp))$")
+"""Names of time columns (after lower-casing and dropping a unit in brackets, as in phyphox's `Time (s)`):
+left out of the default feature set, since they count frames rather than describe motion, and used to
+put the rows in time order."""
+
+
+def is_time_column(name: str) -> bool:
+    return TIME_RE.match(re.sub(r"\s*[(\[].*?[)\]]\s*$", "", name.strip().lower()).replace(" ", "_")) is not None
 
 
 @dataclass
@@ -85,9 +92,8 @@ def _group_fn(group_by: str):
 
 
 def default_features(header: Sequence[str], label_col: str, group_by: str) -> list[str]:
-    """Every column but the label, the group column and a time column."""
-    skip = {label_col, group_by, *TIME_COLUMNS}
-    return [c for c in header if c.strip().lower() not in skip and c not in skip]
+    """Every column but the label, the group column and time columns."""
+    return [c for c in header if c not in (label_col, group_by) and not is_time_column(c)]
 
 
 def read_csv(path: str | Path, label_col: str = "activity", features: Sequence[str] | None = None,
@@ -99,21 +105,15 @@ def read_csv(path: str | Path, label_col: str = "activity", features: Sequence[s
             feature, a row with the wrong number of fields, or (with `require_labels`) no labeled frame.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise UserError(f"{path}: line 1: the file is empty; expected a header row.")
-        header = [h.strip() for h in header]
-        rows, lines = [], []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise UserError(f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
-                                f"{len(header)}.")
-            rows.append(row)
-            lines.append(reader.line_num)
+    try:
+        header, rows, lines = _read_rows(path)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: byte {e.start} is not UTF-8 text; save the file as UTF-8 CSV.")
+    except csv.Error as e:
+        raise UserError(f"{path}: not a readable CSV ({e}).")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise UserError(f"{path}: line 1: column {dup[0]!r} appears more than once; give each column its own name.")
     kind, gkey = _group_fn(group_by)
     if require_labels and label_col not in header:
         raise UserError(f"{path}: line 1: there is no label column {label_col!r} "
@@ -147,7 +147,45 @@ def read_csv(path: str | Path, label_col: str = "activity", features: Sequence[s
         raise UserError(f"{path} has no labeled frames: column {label_col!r} is empty on all "
                         f"{len(rows)} lines.")
     groups = _groups(path, header, cols, kind, gkey)
+    order = _time_order(path, header, cols)
+    if order is not None:
+        frames, labels, groups = frames[order], labels[order], groups[order]
     return Recording(path.name, feats, frames, labels.astype(object), groups)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header and the non-empty rows (with their line numbers) of a UTF-8 CSV."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next((row for row in reader if any(v.strip() for v in row)), None)
+        if not header:
+            raise UserError(f"{path}: the file is empty; expected a header row.")
+        header = [h.strip() for h in header]
+        rows, lines = [], []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UserError(f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
+                                f"{len(header)}.")
+            rows.append(row)
+            lines.append(reader.line_num)
+    return header, rows, lines
+
+
+def _time_order(path: Path, header: list[str], cols: list) -> np.ndarray | None:
+    """The row order that sorts a numeric time column, when the file's rows are not already in time order."""
+    time_cols = [h for h in header if is_time_column(h)]
+    if not time_cols or not cols or not len(cols[0]):
+        return None
+    try:
+        t = np.asarray(cols[header.index(time_cols[0])], dtype=np.float64)
+    except ValueError:
+        return None
+    if np.all(np.diff(t) >= 0):
+        return None
+    log.warning("%s: rows are not in %s order; sorted by it", path.name, time_cols[0])
+    return np.argsort(t, kind="stable")
 
 
 def _is_number(v: str) -> bool:
@@ -286,8 +324,9 @@ def split_by_group(w: Windows, test_groups: Sequence[str] | None = None,
         raise UserError(f"All windows come from one group ({only}); a split by group needs two or more: "
                         "add a recording, or use --group-by with a column or name pattern.")
     rng = np.random.default_rng(seed)
+    named_val = set(val_groups or [])  # the test groups are drawn from the others
     test = _check_groups(test_groups, known, "--test-groups") if test_groups else _pick(
-        known, w, max(1, round(0.2 * len(known))), rng)
+        [g for g in known if g not in named_val], w, max(1, round(0.2 * len(known))), rng)
     rest = [g for g in known if g not in test]
     if val_groups:
         val = _check_groups(val_groups, known, "--val-groups")

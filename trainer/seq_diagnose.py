@@ -8,8 +8,12 @@ meaningless (no window, one class) stop the run with a `UserError`.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from rich.table import Table
@@ -18,6 +22,37 @@ from rich.text import Text
 from edgekit.console import console
 from edgekit.errors import UserError
 from edgekit.trainer.seq_data import Recording, Windows, segments
+
+log = logging.getLogger(__name__)
+
+def check_labels(recs: Sequence[Recording], include: Sequence[str] | None) -> None:
+    """Refuse an `--include-labels` entry that no recording contains (a typo would silently drop a class)."""
+    present = sorted({str(v) for r in recs for v in set(r.labels) if v})
+    for label in include or []:
+        if label not in present:
+            near = difflib.get_close_matches(label, present, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else f" Labels: {', '.join(present)}."
+            raise UserError(f"--include-labels names {label!r}, which no recording contains.{hint}")
+
+
+PERSON_RE = re.compile(r"(?:user|subject|person|participant|subj|id)[_-]?(\d+)", re.IGNORECASE)
+
+
+def warn_shared_person(recs: Sequence[Recording]) -> None:
+    """With one group per file, recordings of one person can land on both sides of the split (the model
+    is then tested on people it trained on): say so when the file names name fewer people than files."""
+    people = {}
+    for r in recs:
+        m = PERSON_RE.search(Path(r.source).stem)
+        if m is None:
+            return
+        people.setdefault(m.group(0), []).append(r.source)
+    if len(people) < len(recs):
+        key = next(k for k, v in people.items() if len(v) > 1)
+        log.warning("%d files name %d people (%s: %s): grouping by file lets one person's recordings reach "
+                    "both training and test; pass --group-by 'file:%s' to keep each person on one side.",
+                    len(recs), len(people), key, ", ".join(people[key]), PERSON_RE.pattern)
+
 
 MIN_WINDOWS = 200
 """Fewer training windows than this rarely trains a recurrent model."""
@@ -113,10 +148,10 @@ def _warnings(w: Windows, split: dict[str, list[str]], counts: dict[str, np.ndar
                    f"more recordings of {small} help most.")
     for name in ("val", "test"):
         missing = [lab for lab, n in zip(w.labels, counts[name], strict=True) if n == 0]
-        if missing and (name == "test" or split["val"] != split["test"]):
+        if missing and (name == "test" or set(split["val"]) != set(split["test"])):
             out.append(f"The {name} groups {split[name]} have no window of {', '.join(missing)}: its accuracy "
                        f"cannot be measured; choose --{name}-groups that contain it.")
-    if split["val"] == split["test"]:
+    if set(split["val"]) == set(split["test"]):
         out.append(f"Only {len(set(w.groups))} groups: early stopping watches the test groups, so the reported "
                    "accuracy is optimistic; add recordings or name --val-groups.")
     return out

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from edgekit.errors import UserError
 from edgekit.trainer import seq_data
 from edgekit.trainer.models import ARCHS
-from edgekit.trainer.seq_diagnose import Diagnosis, diagnose, print_diagnosis
+from edgekit.trainer.seq_diagnose import Diagnosis, check_labels, diagnose, print_diagnosis, warn_shared_person
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,9 @@ class SequenceConfig(BaseModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu."""
     run_dir: Path | None = None
-    """Checkpoints and history; default runs/<name>/<config hash> (a rerun resumes)."""
+    """Checkpoints and history; default runs/<name>/<hash of config and data> (a rerun on the same data resumes)."""
+    resume: bool = True
+    """Continue (or reuse) the run in run_dir; False starts it over."""
 
     @field_validator("arch")
     @classmethod
@@ -113,6 +115,13 @@ class SequenceConfig(BaseModel):
         if v < 1:
             raise UserError(f"--window, --stride, --epochs and --batch-size must be at least 1 (got {v}).")
         return v
+
+    @model_validator(mode="after")
+    def _window_fits_the_convolutions(self) -> SequenceConfig:
+        if self.arch == "cnn1d" and self.window < 2 ** len(self.units):
+            raise UserError(f"--arch cnn1d halves the window in each of its {len(self.units)} blocks: --window "
+                            f"{self.window} is too short; use at least {2 ** len(self.units)} or fewer --units.")
+        return self
 
     def arch_record(self, n_features: int, n_classes: int) -> dict[str, Any]:
         """What the bundle stores in `extra["arch"]` so any tool can rebuild the model."""
@@ -143,6 +152,9 @@ def prepare(cfg: SequenceConfig, recs: list[seq_data.Recording] | None = None, s
     skipped: list[tuple[str, str]] = []
     if recs is None:
         recs, skipped = seq_data.load_folder(cfg.data, cfg.label_col, cfg.features, cfg.group_by)
+    check_labels(recs, cfg.include_labels)
+    if cfg.group_by == "file":
+        warn_shared_person(recs)
     w = seq_data.make_windows(recs, cfg.window, cfg.stride, cfg.include_labels)
     split = seq_data.split_by_group(w, cfg.test_groups, cfg.val_groups, seed=cfg.seed)
     diag = diagnose(recs, w, split, cfg.window, cfg.stride, cfg.include_labels, cfg.class_weights)
@@ -198,11 +210,16 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray, device: Any = "cpu", b
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _run_dir(cfg: SequenceConfig) -> Path:
+def _run_dir(cfg: SequenceConfig, prep: Prepared) -> Path:
+    """runs/<name>/<hash of the settings and of the windows trained and validated on>: a rerun resumes only
+    on the same data (added or edited CSVs, or another split, start a new run)."""
     if cfg.run_dir is not None:
         return cfg.run_dir
-    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:10]
-    return Path("runs") / cfg.name / digest
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"resume", "run_dir", "device"}).encode())
+    for part in (prep.train, prep.val):
+        h.update(np.ascontiguousarray(part.x).tobytes())
+        h.update(part.y.tobytes())
+    return Path("runs") / cfg.name / h.hexdigest()[:10]
 
 
 def fit_model(cfg: SequenceConfig, prep: Prepared, run_dir: Path | None = None) -> tuple[Any, FitResult]:
@@ -242,9 +259,10 @@ def fit_model(cfg: SequenceConfig, prep: Prepared, run_dir: Path | None = None) 
 
     by_val = cfg.select == "val"
     fc = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience if by_val else 0,
-                   restore_best=by_val, monitor="val_loss", mode="min", seed=cfg.seed, device=cfg.device)
+                   restore_best=by_val, monitor="val_loss", mode="min", seed=cfg.seed, device=cfg.device,
+                   resume=cfg.resume)
     result = fit(model, WindowData(prep.train, cfg.augment), step_fn, eval_fn, make_optimizer, make_schedule,
-                 fc, run_dir=run_dir or _run_dir(cfg), task_config=cfg.model_dump(mode="json"))
+                 fc, run_dir=run_dir or _run_dir(cfg, prep), task_config=cfg.model_dump(mode="json"))
     return model.cpu().eval(), result
 
 
