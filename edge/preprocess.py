@@ -39,12 +39,14 @@ def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:
         try:
             img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
             img.load()
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             where = "the image bytes" if isinstance(image, bytes) else str(image)
             raise UserError(f"Could not read {where} as an image ({e}).")
         # Phones store portrait photos sideways with an EXIF orientation tag; training, the export gate,
         # calibration and the device all decode here, so all of them see the photo upright.
         img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16"):  # 16-bit grey: convert() would clip to 255 (white), not scale
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
     mode = "RGB" if color == "BGR" else color
     return img.convert(mode) if img.mode != mode else img
 

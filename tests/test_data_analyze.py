@@ -115,3 +115,32 @@ def test_cli_exit_code_and_message_in_a_real_process(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 2
     assert "move each into" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_phone_and_odd_files_are_judged_right(tmp_path: Path) -> None:
+    """A JPEG with a Motion Photo's video after it is whole; a 200-megapixel PNG is too large, not a crash;
+    a class whose every file is broken makes the dataset unbalanced; 16-bit grey PNGs keep their tones."""
+    import struct
+    import zlib
+
+    from edgekit.edge.preprocess import load_image
+
+    root = tmp_path / "data"
+    for i in range(3):
+        _jpeg(root / "glass" / f"g{i}.jpg", seed=i)
+    motion = root / "glass" / "motion.jpg"
+    motion.write_bytes(_jpeg(tmp_path / "x.jpg", seed=7) + b"\0\0\0\x18ftypmp42" + os.urandom(4096))
+    assert images.check_header(motion) == ((40, 30), None)
+    (root / "metal").mkdir()
+    ihdr = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    (root / "metal" / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    assert images.check_header(root / "metal" / "huge.png")[1] == "too large (more pixels than Pillow opens safely)"
+    a = images.analyze(root, workers=2)
+    assert a.counts == {"glass": 4, "metal": 0} and not a.balanced
+    assert a.recommendations[0].startswith("metal: no usable photo")
+
+    grey16 = (np.arange(64 * 256, dtype=np.uint32).reshape(64, 256) * 4).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    rgb = np.asarray(load_image(tmp_path / "grey16.png"))
+    np.testing.assert_array_equal(rgb[..., 0], (grey16 >> 8).astype(np.uint8))

@@ -288,3 +288,27 @@ def test_interrupted_run_resumes_and_skips_broken_photos(waste_mini: Path, image
     split = json.loads((bundle.path / "split.json").read_text())
     used = {r for r, _ in split["train"] + split["val"]}
     assert len(used) == 45 and not used & set(skipped)
+
+
+def test_crop_and_turn_never_shear():
+    """The sampled input-from-output map is a turned, scaled box: its two axes stay perpendicular."""
+    import torch
+
+    from edgekit.trainer import augment as aug
+
+    theta = aug._affine(2000, aug.AugmentConfig(crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0), rotation=30))
+    a = theta[:, :, :2]
+    cos = (a[:, :, 0] * a[:, :, 1]).sum(1) / (a[:, :, 0].norm(dim=1) * a[:, :, 1].norm(dim=1))
+    assert float(cos.abs().max()) < 1e-5
+    assert torch.allclose(a[:, :, 0].norm(dim=1) * a[:, :, 1].norm(dim=1), a.det().abs(), rtol=1e-4)
+
+
+def test_unfreezing_more_layers_than_the_base_has_trains_all_of_it():
+    from edgekit.trainer.mobilenet import MobileNetV2
+    from edgekit.trainer.waste import base_layers, set_trainable
+
+    model = MobileNetV2(num_classes=6)
+    n = len(base_layers(model))
+    everything = set_trainable(model, n)
+    assert set_trainable(model, n + 1) == set_trainable(model, 10 * n) == everything
+    assert set_trainable(model, 0) < set_trainable(model, 3) < set_trainable(model, n - 1) < everything

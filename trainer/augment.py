@@ -83,10 +83,12 @@ def _affine(n: int, cfg: AugmentConfig) -> torch.Tensor:
     angle = _uniform(n, -cfg.rotation, cfg.rotation) * (math.pi / 180)
     flip = torch.where(torch.rand(n) < cfg.flip, -1.0, 1.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    # input = R(angle) @ diag(w * flip, h) @ output: the crop box is scaled, then turned as a whole. (The
+    # other order, diag(w, h) @ R, shears every crop that is not square.)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = w * cos * flip
-    theta[:, 0, 1] = -w * sin
-    theta[:, 1, 0] = h * sin * flip
+    theta[:, 0, 1] = -h * sin
+    theta[:, 1, 0] = w * sin * flip
     theta[:, 1, 1] = h * cos
     theta[:, 0, 2] = cx
     theta[:, 1, 2] = cy

@@ -115,18 +115,28 @@ def check_header(path: Path) -> tuple[tuple[int, int] | None, str | None]:
             size, fmt = im.size, im.format
     except UnidentifiedImageError:
         return None, "not a readable image (unknown or damaged header)"
+    except Image.DecompressionBombError:
+        return None, "too large (more pixels than Pillow opens safely)"
     except OSError as e:
         return None, f"unreadable ({e})"
     if size[0] < 1 or size[1] < 1:
         return None, f"empty image ({size[0]}x{size[1]})"
     trailers = _TRAILERS.get(fmt or "")
-    if trailers:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 64))
-            tail = f.read().rstrip(b"\x00\r\n ")
-        if not tail.endswith(trailers):
-            return None, f"truncated {fmt} (the file ends before the image does)"
+    if trailers and not _ends_whole(path, trailers):
+        return None, f"truncated {fmt} (the file ends before the image does)"
     return size, None
+
+
+def _ends_whole(path: Path, trailers: tuple[bytes, ...]) -> bool:
+    """Whether the image's end marker is in the file: at its end (read first, 64 bytes), or earlier, as in
+    phone photos that carry more after the image (a Motion Photo's video, a maker's trailer)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64))
+        if f.read().rstrip(b"\x00\r\n ").endswith(trailers):
+            return True
+        f.seek(0)
+        data = f.read()
+    return any(t in data for t in trailers)
 
 
 def scan(root: str | os.PathLike, workers: int | None = None,
@@ -205,7 +215,11 @@ def _size_stats(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...] | t
 
 def _recommend(counts: dict[str, int], total: int, ratio: float, n_bad: int, smin: tuple[int, int] | None) -> list[str]:
     recs = []
-    small = [c for c, n in counts.items() if n < MIN_PER_CLASS]
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        recs.append(f"{', '.join(empty)}: no usable photo; fix or replace the files listed above, or the class "
+                    "cannot be trained.")
+    small = [c for c, n in counts.items() if 0 < n < MIN_PER_CLASS]
     if small:
         recs.append(f"Add photos to {', '.join(small)}: aim for at least {MIN_PER_CLASS} per class.")
     if total < MIN_TOTAL:
@@ -234,7 +248,7 @@ def analyze(root: str | os.PathLike, workers: int | None = None,
     bad = [(f.rel, f.problem or "") for f in ds.bad]
     return Analysis(
         root=str(ds.root), counts=counts, total=total, size_min=smin, size_median=smed, size_max=smax,
-        bad=bad, balance_ratio=round(ratio, 3), balanced=ratio <= MAX_RATIO,
+        bad=bad, balance_ratio=round(ratio, 3), balanced=ratio <= MAX_RATIO and 0 not in counts.values(),
         recommendations=_recommend(counts, total, ratio, len(bad), smin),
     )
 

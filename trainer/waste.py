@@ -186,7 +186,7 @@ def set_trainable(model: torch.nn.Module, unfreeze: int | None) -> int:
     layers = base_layers(model)
     for p in model.parameters():
         p.requires_grad = unfreeze is None
-    for layer in layers[len(layers) - unfreeze:] if unfreeze else []:
+    for layer in layers[max(0, len(layers) - unfreeze):] if unfreeze else []:  # more than there are: all
         for p in layer.parameters():
             p.requires_grad = True
     for p in model.classifier.parameters():
