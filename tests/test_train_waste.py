@@ -312,3 +312,31 @@ def test_unfreezing_more_layers_than_the_base_has_trains_all_of_it():
     everything = set_trainable(model, n)
     assert set_trainable(model, n + 1) == set_trainable(model, 10 * n) == everything
     assert set_trainable(model, 0) < set_trainable(model, 3) < set_trainable(model, n - 1) < everything
+
+
+def test_copies_of_a_photo_never_reach_both_sides_and_edits_start_a_new_run(waste_mini, tmp_path):
+    from edgekit.trainer import waste
+    from edgekit.trainer.waste_data import prepare
+
+    data = tmp_path / "data"
+    for cls in ("glass", "metal", "paper"):
+        (data / cls).mkdir(parents=True)
+        for p in sorted((waste_mini / cls).glob("*.jpg"))[:4]:
+            shutil.copy(p, data / cls / p.name)
+    glass = sorted((data / "glass").iterdir())
+    shutil.copy(glass[0], data / "glass" / "zz_copy.jpg")  # the same photo twice in one class
+    paper = sorted((data / "paper").iterdir())
+    shutil.copy(paper[0], data / "metal" / "misfiled.jpg")  # and once in two classes
+    cfg = waste.WasteConfig(data=data, img_size=32, weights="none", cache_dir=tmp_path / "cache")
+    prep = prepare(cfg)
+    reasons = dict(prep.skipped)
+    assert reasons["glass/zz_copy.jpg"] == f"a copy of glass/{glass[0].name}"
+    assert "filed under metal, paper" in reasons["metal/misfiled.jpg"]
+    assert "filed under metal, paper" in reasons[f"paper/{paper[0].name}"]
+    assert len(set(prep.images.hashes)) == len(prep.files) == 11  # 12 photos + 2 copies - 3 left out
+
+    key = cfg.run_key(prep)
+    assert waste.WasteConfig(data=data, img_size=32, weights="none", cache_dir=tmp_path / "cache").run_key(
+        prepare(cfg)) == key
+    (data / "glass" / glass[1].name).write_bytes(sorted((waste_mini / "trash").glob("*.jpg"))[0].read_bytes())
+    assert cfg.run_key(prepare(cfg)) != key  # same names, other content: not the old run's weights

@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,8 @@ class CachedImages:
     rows: np.ndarray
     errors: dict[int, str]
     """Index into the requested list → why that file could not be used."""
+    hashes: list[str] = field(default_factory=list)
+    """Content hash of each requested file (equal hashes: the same photo)."""
 
     def get(self, idx: np.ndarray) -> np.ndarray:
         """The images at positions `idx` of the requested list, as one uint8 [N, H, W, 3] array."""
@@ -133,7 +135,8 @@ class ImageCache:
 
         def one(p: Path) -> str:
             st = p.stat()
-            key = f"{st.st_size}:{st.st_mtime_ns}"
+            # ctime and inode too: an edit that restores the mtime (exiftool -P) still changes the ctime
+            key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
             known = stats.get(str(p))
             if known and known[0] == key:
                 return known[1]
@@ -204,4 +207,4 @@ class ImageCache:
                   if n_rows else np.zeros((0, *self.size, 3), np.uint8))
         rows = np.array([index["rows"].get(h, -1) for h in hashes], dtype=np.int64)
         errors = {i: index["errors"].get(h, "not decoded") for i, h in enumerate(hashes) if rows[i] < 0}
-        return CachedImages(pixels, rows, errors)
+        return CachedImages(pixels, rows, errors, hashes)

@@ -161,13 +161,15 @@ class WasteConfig(BaseModel):
 
     def run_key(self, prep: Prepared | None = None) -> str:
         """A hash of the settings that change what is trained (not where, on what, or how it is shown) and,
-        given the prepared data, of the photos in its split: a run resumes only on the same training and
-        validation photos (not after photos were added, nor on another cross-validation fold)."""
+        given the prepared data, of the photos in its split (name, content hash, label): a run resumes only on
+        the same training and validation photos (not after photos were added or edited, nor on another
+        cross-validation fold)."""
         skip = {"device", "num_workers", "resume", "run_dir", "cache_dir", "max_retries"}
         data = self.model_dump(mode="json", exclude=skip)
         data["data"] = str(Path(self.data).resolve())
-        if prep is not None:
-            data["split"] = [[prep.files[i] for i in prep.split.train], [prep.files[i] for i in prep.split.val]]
+        if prep is not None:  # what each photo holds and is labelled, not only its name (an edited photo)
+            h, y, parts = prep.images.hashes, prep.y, (prep.split.train, prep.split.val)
+            data["split"] = [[(prep.files[i], h[i], int(y[i])) for i in part] for part in parts]
         return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:10]
 
 

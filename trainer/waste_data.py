@@ -97,8 +97,12 @@ def prepare(cfg: WasteConfig) -> Prepared:
         cached = cache.load([ds.root / f.rel for f in good], progress=lambda n: bar.advance(task, n))
     skipped = [(f.rel, f.problem or "") for f in ds.bad if f.label in labels]
     skipped += [(good[i].rel, why) for i, why in cached.errors.items()]
-    keep = [i for i in range(len(good)) if i not in cached.errors]
-    cached.rows, cached.errors = cached.rows[keep], {}  # from here on, index i is files[i]
+    dupes = _duplicates([good[i].rel for i in range(len(good))], [good[i].label for i in range(len(good))],
+                        cached.hashes, set(cached.errors))
+    skipped += [(good[i].rel, why) for i, why in dupes.items()]
+    keep = [i for i in range(len(good)) if i not in cached.errors and i not in dupes]
+    # from here on, index i is files[i]
+    cached.rows, cached.errors, cached.hashes = cached.rows[keep], {}, [cached.hashes[i] for i in keep]
     files = [good[i].rel for i in keep]
     y = np.array([labels.index(good[i].label) for i in keep], dtype=np.int64)
     counts = np.bincount(y, minlength=len(labels))
@@ -109,6 +113,27 @@ def prepare(cfg: WasteConfig) -> Prepared:
     for rel, why in skipped:
         log.warning("skipped %s: %s", rel, why)
     return Prepared(ds.root, labels, files, y, cached, stratified_split(y, cfg.val_split, cfg.seed), skipped)
+
+
+def _duplicates(rels: list[str], labels: list[str], hashes: list[str], broken: set[int]) -> dict[int, str]:
+    """Photos to leave out because their content is already there: a second copy in the same class (it
+    could land in training and validation at once, and validation would grade a photo it trained on),
+    and every copy of a photo filed under two classes (its label is unknown)."""
+    first: dict[str, int] = {}
+    classes: dict[str, set[str]] = {}
+    for i, h in enumerate(hashes):
+        if i not in broken:
+            first.setdefault(h, i)
+            classes.setdefault(h, set()).add(labels[i])
+    out = {}
+    for i, h in enumerate(hashes):
+        if i in broken:
+            continue
+        if len(classes[h]) > 1:
+            out[i] = f"the same photo is filed under {', '.join(sorted(classes[h]))}; keep it in one class"
+        elif first[h] != i:
+            out[i] = f"a copy of {rels[first[h]]}"
+    return out
 
 
 class PhotoBatches:
