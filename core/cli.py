@@ -83,6 +83,10 @@ _register_sides()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a `UserError` becomes one sentence and exit 2."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (from a Windows zip, say) must print, not crash a run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app(args=argv, prog_name="edgekit")
     except UserError as e:

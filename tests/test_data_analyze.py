@@ -144,3 +144,15 @@ def test_phone_and_odd_files_are_judged_right(tmp_path: Path) -> None:
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
     rgb = np.asarray(load_image(tmp_path / "grey16.png"))
     np.testing.assert_array_equal(rgb[..., 0], (grey16 >> 8).astype(np.uint8))
+
+
+def test_a_file_name_that_is_not_utf8_prints(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for i in range(2):
+        _jpeg(root / "glass" / f"g{i}.jpg", seed=i)
+    (root / "glass").joinpath(os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"not a photo")  # Latin-1 name
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli", "data", "analyze", str(root)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "caf\\udce9.jpg" in out.stdout  # the undecodable byte, escaped
