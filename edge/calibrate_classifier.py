@@ -137,11 +137,17 @@ def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.n
     fmt = cfg.format or choose_format(bundle, cfg.framework, quantized=True)
     predictor = Predictor.from_bundle(bundle, fmt=fmt)
     paths, y = labeled_folder(cfg.data, list(bundle.manifest.labels))
-    rows = []
+    rows, keep = [], []
     with Progress(console=err_console, transient=True) as bar:
-        for p in bar.track(paths, description=f"classifying {len(paths)} photos"):
-            rows.append(np.asarray(predictor.predict_image(p), dtype=np.float64).reshape(-1))
-    return bundle, fmt, paths, y, np.stack(rows)
+        for i, p in enumerate(bar.track(paths, description=f"classifying {len(paths)} photos")):
+            try:
+                rows.append(np.asarray(predictor.predict_image(p), dtype=np.float64).reshape(-1))
+                keep.append(i)
+            except UserError as e:  # a broken photo among the site's: reported and left out
+                log.warning("skipping %s", e)
+    if not rows:
+        raise UserError(f"None of the {len(paths)} photos in {cfg.data} could be read.")
+    return bundle, fmt, [paths[i] for i in keep], y[keep], np.stack(rows)
 
 
 def precision_lower_bound(correct: int, claimed: int, confidence: float = 0.95) -> float:

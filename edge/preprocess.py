@@ -10,6 +10,7 @@ Only numpy and Pillow: it runs on the Pi without torch.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgekit.bundle import Preprocess
 from edgekit.errors import UserError
+
+log = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -151,10 +154,12 @@ def preprocess_images(images: list[Any], pre: Preprocess, layout: str = "NCHW") 
 
 
 def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[Path], np.ndarray]:
-    """The images of `folder/<label>/` for each known label, with their label indices.
+    """The images of `folder/<label>/` (subfolders included, hidden files not) for each known label, with
+    their label indices, picked as training picks them. Class folders the model does not know are left
+    out with a warning (a model trained with `--classes` on the same folder).
 
     Raises:
-        UserError: when the folder is missing, has a class the model does not know, or has no images.
+        UserError: when the folder is missing or no known class has images.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -162,14 +167,31 @@ def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[P
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [c for c in classes if c not in labels]
     if unknown:
-        raise UserError(f"{root} has classes the model does not know: {', '.join(unknown)} "
-                        f"(it knows {', '.join(labels)}).")
+        log.warning("%s: leaving out class folder(s) the model does not know: %s (it knows %s)", root,
+                    ", ".join(unknown), ", ".join(labels))
     paths, ys = [], []
-    for c in classes:
-        for p in sorted((root / c).iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
+    for c in (c for c in classes if c in labels):
+        for p in sorted((root / c).rglob("*")):
+            rel = p.relative_to(root / c)
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(x.startswith(".") for x in rel.parts):
                 paths.append(p)
                 ys.append(labels.index(c))
     if not paths:
-        raise UserError(f"{root} has no images in class subfolders ({', '.join(IMAGE_SUFFIXES)}).")
+        raise UserError(f"{root} has no images in folders named after the model's classes ({', '.join(labels)}).")
     return paths, np.asarray(ys, dtype=np.int64)
+
+
+def preprocess_readable(paths: list[Path], y: np.ndarray, pre: Preprocess,
+                        layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """`preprocess_images` that leaves out (and returns, with the reason) files that cannot be read."""
+    xs, keep, skipped = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            xs.append(preprocess_image(p, pre, layout))
+            keep.append(i)
+        except UserError as e:
+            skipped.append((p, str(e)))
+            log.warning("skipping %s", e)
+    if not xs:
+        raise UserError(f"None of the {len(paths)} images could be read (first: {skipped[0][1]})")
+    return np.concatenate(xs), y[keep], skipped

@@ -194,7 +194,8 @@ def test_bad_inputs_are_one_sentence(waste, tmp_path, capsys):
     (tmp_path / "data" / "banana").mkdir(parents=True)
     assert edgekit("calibrate", "classifier", "-m", waste.bundle.path, "-d", tmp_path / "data",
                    "-o", tmp_path / "o") == 2
-    assert "has classes the model does not know: banana" in " ".join(capsys.readouterr().err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has no images in folders named after the model's classes" in err
     from edgekit.bundle import BundleWriter, InputSpec
 
     w = BundleWriter("wake", root=tmp_path / "models")
@@ -203,3 +204,33 @@ def test_bad_inputs_are_one_sentence(waste, tmp_path, capsys):
     wake = w.commit(task="wakeword", labels=["alexa"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
     assert edgekit("calibrate", "classifier", "-m", wake.path, "-d", waste.calib, "-o", tmp_path / "o") == 2
     assert "is for wakeword, not image classification" in " ".join(capsys.readouterr().err.split())
+
+
+def test_site_photos_are_picked_as_training_picks_them(waste, tmp_path, caplog, capsys):
+    """Nested folders count, hidden files (macOS ._x.jpg) do not, a broken photo is left out, an unknown
+    class folder is named and left out."""
+    import logging
+    import shutil
+
+    from edgekit.edge.preprocess import labeled_folder
+
+    labels = list(waste.bundle.manifest.labels)
+    data = tmp_path / "site"
+    for i, label in enumerate(labels):
+        src = sorted(waste.calib.joinpath(label).glob("*.jpg"))[0]
+        (data / label / "morning").mkdir(parents=True)
+        shutil.copy(src, data / label / "morning" / "a.jpg")
+        (data / label / f"._{src.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        if i == 0:
+            (data / label / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    (data / "banana").mkdir()
+    shutil.copy(src, data / "banana" / "b.jpg")
+    with caplog.at_level(logging.WARNING):
+        paths, y = labeled_folder(data, labels)
+    assert "the model does not know: banana" in caplog.text
+    assert sorted(p.name for p in paths) == sorted(["a.jpg"] * len(labels) + ["broken.jpg"])
+    capsys.readouterr()
+    assert edgekit("calibrate", "classifier", "-m", waste.bundle.path, "-d", data, "-o", tmp_path / "o",
+                   "--no-write-bundle") == 0
+    out = capsys.readouterr()
+    assert "skipping" in out.err + out.out and "broken.jpg" in out.err + out.out

@@ -161,10 +161,10 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
         return _csv_windows(bundle, data)
     if bundle.manifest.task != "image-classification":
         raise UserError(f"A {bundle.manifest.task} bundle is evaluated on an .npz file with x and y, not a folder.")
-    from edgekit.edge.preprocess import labeled_folder, preprocess_images
+    from edgekit.edge.preprocess import labeled_folder, preprocess_readable
 
     paths, y = labeled_folder(data, bundle.manifest.labels)
-    x = preprocess_images(paths, bundle.manifest.input.preprocess, bundle.manifest.input.layout)
+    x, y, _ = preprocess_readable(paths, y, bundle.manifest.input.preprocess, bundle.manifest.input.layout)
     return Samples(x, y, str(data))
 
 
