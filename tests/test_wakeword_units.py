@@ -204,3 +204,37 @@ def test_final_head_is_the_mean_of_the_best_epochs(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.allclose(v, sum(s[k] for s in states) / 3, atol=1e-6)
     assert not all(torch.equal(v, states[0][k]) for k, v in model.state_dict().items())
+
+
+def test_short_user_negatives_are_joined_not_padded_with_silence():
+    """1 s words as negatives: the held-out stream must hold their audio, not 9 s of silence per word
+    (which would count as hours heard and understate false accepts per hour)."""
+    from pathlib import Path
+
+    from edgekit.trainer.wakeword import dataset
+    from edgekit.trainer.wakeword.features import render
+
+    files = {Path(f"word{i:02d}.wav"): 16000 for i in range(60)}
+    cache = {str(f): np.full(16000, (i + 1) / 100, np.float32) for i, f in enumerate(files)}
+    train, val = dataset._user_chunks(files, np.random.default_rng(0))
+    for side, n_files in ((train, 48), (val, 12)):
+        audio = np.concatenate([render(r, None, cache) for r in side])
+        heard = int((audio != 0).sum())
+        assert heard == min(n_files * 16000, len(audio)), (heard, len(audio))
+        assert len(audio) - heard < dataset.CHUNK  # at most the tail of one chunk is padding
+    levels = np.unique(np.concatenate([render(r, None, cache) for r in val]))
+    assert len(levels) == 10  # ten held-out words follow one another in the one 10 s chunk
+
+
+def test_workers_cache_and_device_do_not_change_the_run_folder():
+    from types import SimpleNamespace
+
+    from edgekit.trainer.wakeword.train import run_dir_for
+
+    data = SimpleNamespace(stats={"digest": "same data"})
+    base = {"data": {"phrases": ["computer"]}}
+    a = load_config(None, "quick", {**base, "workers": 2})
+    b = load_config(None, "quick", {**base, "workers": 8, "cache_dir": "/elsewhere",
+                                    "training": {"device": "cpu"}})
+    assert run_dir_for(a, data) == run_dir_for(b, data)  # an interrupted run resumes with other --workers
+    assert run_dir_for(a, data) != run_dir_for(load_config(None, "quick", {"data": {"phrases": ["hello"]}}), data)

@@ -101,12 +101,28 @@ def _sound_chunks(n_chunks: int, rng: np.random.Generator) -> list[Recipe]:
 
 
 def _user_chunks(lengths: dict[Path, int], rng: np.random.Generator) -> tuple[list[Recipe], list[Recipe]]:
-    """10 s pieces of the user's negative audio (file → samples); every fifth file is held out for validation."""
-    train, val = [], []
-    for i, (f, n) in enumerate(lengths.items()):
-        for start in range(0, max(n - CHUNK // 4, 1), CHUNK):
-            (val if i % 5 == 4 else train).append(Recipe("file", (str(f),), CHUNK, start, int(rng.integers(2**31))))
-    return train, val
+    """10 s pieces of the user's negative audio (file → samples); every fifth file is held out for validation.
+
+    The files of each side are played end to end and cut into whole chunks, so short files (1 s words) are
+    not padded with silence: padded seconds would count as hours of audio heard and lower the measured
+    false accepts per hour. A last piece shorter than a quarter chunk is left out; one longer is padded.
+    """
+    sides: tuple[list[tuple[Path, int]], list[tuple[Path, int]]] = ([], [])
+    for i, item in enumerate(lengths.items()):
+        sides[i % 5 == 4].append(item)
+    return _stream_chunks(sides[0], rng), _stream_chunks(sides[1], rng)
+
+
+def _stream_chunks(files: list[tuple[Path, int]], rng: np.random.Generator) -> list[Recipe]:
+    """Whole chunks of the files joined end to end: each recipe lists the files it spans and its offset."""
+    starts = np.cumsum([0] + [n for _, n in files])
+    total, out = int(starts[-1]), []
+    for begin in range(0, max(total - CHUNK // 4, 0), CHUNK):
+        first = int(np.searchsorted(starts, begin, side="right")) - 1
+        last = int(np.searchsorted(starts, min(begin + CHUNK, total), side="left"))
+        spanned = tuple(str(f) for f, _ in files[first:last])
+        out.append(Recipe("file", spanned, CHUNK, begin - int(starts[first]), int(rng.integers(2**31))))
+    return out
 
 
 def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:

@@ -73,8 +73,9 @@ def render(r: Recipe, mixer: Mixer, cache: dict[str, np.ndarray]) -> np.ndarray:
         return to_int16(mixer.mix(np.zeros(r.length, np.float32), rng))
     if r.kind == "sounds":  # across the room or next to the microphone: 40 dB of level range
         return to_int16(mixer.mix(scene(r.length, rng), rng) * 10 ** rng.uniform(-2, 0))
-    if r.kind == "file":
-        audio = clip(r.clips[0])[r.end:r.end + r.length]
+    if r.kind == "file":  # the user's files joined end to end, from offset `end` (see dataset._stream_chunks)
+        joined = np.concatenate([clip(p) for p in r.clips]) if len(r.clips) > 1 else clip(r.clips[0])
+        audio = joined[r.end:r.end + r.length]
         audio = np.pad(audio, (0, r.length - len(audio)))
         return to_int16(audio * rng.uniform(0.5, 1.5))
     raise ValueError(f"unknown recipe kind {r.kind}")

@@ -162,7 +162,10 @@ def arch_kwargs(cfg: WakewordConfig) -> dict[str, Any]:
 
 def run_dir_for(cfg: WakewordConfig, data: WakewordData) -> Path:
     """runs/<name>/<hash of config and data>: a rerun on the same data resumes (or reuses) the run."""
-    digest = hashlib.sha256((cfg.model_dump_json() + data.stats["digest"]).encode()).hexdigest()[:10]
+    # where and how fast it runs does not change what is trained: a rerun with other --workers resumes
+    what = cfg.model_dump_json(exclude={"workers": True, "cache_dir": True, "run_dir": True,
+                                        "training": {"device"}})
+    digest = hashlib.sha256((what + data.stats["digest"]).encode()).hexdigest()[:10]
     return Path("runs") / cfg.name / digest
 
 
