@@ -65,24 +65,30 @@ def wav_samples(path: Path) -> int:
     Calibration must hear what the device microphone hears, so recordings at other rates are refused
     rather than resampled (resampling changes the band the model sees).
     """
+    import soundfile as sf
+
     try:
-        with wave.open(str(path), "rb") as w:
-            rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-    except (wave.Error, EOFError) as e:
-        raise UserError(f"{path} is not a 16-bit PCM WAV file ({e}).")
-    if rate != RATE:
-        raise UserError(f"{path} is sampled at {rate} Hz; calibration needs 16000 Hz recordings like the device "
-                        f"microphone's (`edgekit record` writes them; or: sox {path.name} -r 16000 out.wav).")
-    if channels != 1 or width != 2:
-        raise UserError(f"{path} has {channels} channel(s) of {8 * width}-bit audio; calibration needs mono 16-bit.")
-    return n
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError, OSError) as e:
+        raise UserError(f"{path} is not a readable WAV file ({e}).")
+    if info.format not in ("WAV", "WAVEX") or info.subtype != "PCM_16":  # WAVEX: the extensible header
+        raise UserError(f"{path} is {info.format} {info.subtype}; calibration needs 16-bit PCM WAV files "
+                        f"(`edgekit record` writes them; or: sox {path.name} -b 16 out.wav).")
+    if info.samplerate != RATE:
+        raise UserError(f"{path} is sampled at {info.samplerate} Hz; calibration needs 16000 Hz recordings like the "
+                        f"device microphone's (`edgekit record` writes them; or: sox {path.name} -r 16000 out.wav).")
+    if info.channels != 1:
+        raise UserError(f"{path} has {info.channels} channels; calibration needs mono.")
+    return info.frames  # what the file holds: a recording cut short (a killed recorder) counts only its audio
 
 
 def read_wav(path: Path) -> np.ndarray:
     """A 16 kHz mono 16-bit WAV as int16 samples (checked as `wav_samples` checks it)."""
+    import soundfile as sf
+
     n = wav_samples(path)
-    with wave.open(str(path), "rb") as w:
-        return np.frombuffer(w.readframes(n), dtype=np.int16)
+    data, _ = sf.read(str(path), frames=n, dtype="int16", always_2d=False)
+    return np.asarray(data, dtype=np.int16)
 
 
 def list_wavs(sources: Iterable[str | Path], what: str) -> list[Path]:
@@ -179,22 +185,22 @@ def record_ambient(cfg: AmbientConfig, mic: MicFactory = open_mic,
         if progress:
             progress(done / total)
 
-    while done < total:
-        try:
-            _take(mic, total - done, each)
-            if done < total:
-                raise OSError("the microphone stream ended")
-        except KeyboardInterrupt:
-            log.info("stopped by the user after %.1f min", done * FRAME / RATE / 60)
-            break
-        except OSError as e:
-            retries += 1
-            if retries > cfg.max_retries:
-                chunks.flush()
-                raise UserError(f"The microphone failed {retries} times; the last error: {e}.")
-            log.warning("microphone error (%s); reopening in 1 s", e, exc_info=log.isEnabledFor(logging.DEBUG))
-            time.sleep(1.0)
-    chunks.flush()
+    try:
+        while done < total:
+            try:
+                _take(mic, total - done, each)
+                if done < total:
+                    raise OSError("the microphone stream ended")
+            except OSError as e:
+                retries += 1
+                if retries > cfg.max_retries:
+                    raise UserError(f"The microphone failed {retries} times; the last error: {e}.")
+                log.warning("microphone error (%s); reopening in 1 s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+                time.sleep(1.0)  # Ctrl-C here too keeps what was heard (the finally below)
+    except KeyboardInterrupt:
+        log.info("stopped by the user after %.1f min", done * FRAME / RATE / 60)
+    finally:
+        chunks.flush()
     return chunks.written
 
 

@@ -145,3 +145,37 @@ def test_positives_are_trimmed_to_the_speech(shared, oww_dir, noise, tmp_path):
 def test_trim_finds_nothing_in_steady_noise(noise):
     assert trim_speech(noise[: 2 * RATE]) is None
     assert trim_speech(np.zeros(RATE, np.int16)) is None
+
+
+def test_ctrl_c_while_the_microphone_reopens_keeps_the_audio(noise, tmp_path, monkeypatch):
+    from edgekit.edge import record
+
+    inner = wav_mic(noise)
+
+    def fails_after_half_a_second():
+        for i, frame in enumerate(inner()):
+            if i == 6:
+                raise OSError("device unplugged")
+            yield frame
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt  # the user gives up while edgekit waits to reopen the microphone
+
+    monkeypatch.setattr(record.time, "sleep", interrupted)
+    files = record_ambient(AmbientConfig(out=tmp_path, minutes=1, chunk_s=10.0), fails_after_half_a_second)
+    assert sum(len(read_wav(f)) for f in files) == 6 * FRAME
+
+
+def test_calibration_counts_the_audio_a_wav_holds_not_its_header(tmp_path):
+    import soundfile as sf
+
+    from edgekit.edge.record import wav_samples
+
+    x = (np.random.default_rng(0).standard_normal(10 * RATE) * 1000).astype(np.int16)
+    sf.write(tmp_path / "full.wav", x, RATE, subtype="PCM_16")
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 2 * RATE * 2 + 1])  # a killed recorder: 2 s and a half sample
+    assert wav_samples(tmp_path / "cut.wav") == 2 * RATE
+    np.testing.assert_array_equal(read_wav(tmp_path / "cut.wav"), x[: 2 * RATE])
+    sf.write(tmp_path / "ext.wav", x, RATE, subtype="PCM_16", format="WAVEX")  # WAVE_FORMAT_EXTENSIBLE header
+    np.testing.assert_array_equal(read_wav(tmp_path / "ext.wav"), x)
