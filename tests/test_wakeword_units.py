@@ -238,3 +238,58 @@ def test_workers_cache_and_device_do_not_change_the_run_folder():
                                     "training": {"device": "cpu"}})
     assert run_dir_for(a, data) == run_dir_for(b, data)  # an interrupted run resumes with other --workers
     assert run_dir_for(a, data) != run_dir_for(load_config(None, "quick", {"data": {"phrases": ["hello"]}}), data)
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival (text2wave) is not installed")
+def test_festival_clips_follow_the_speed(tmp_path):
+    import soundfile as sf
+
+    from edgekit.trainer.wakeword import tts
+
+    for voice in tts.ENGINES["festival"].voices("en", []):  # diphone voices and HTS ones take speed differently
+        lengths = []
+        for speed in (0.8, 1.25):
+            u = tts.Utterance("festival", voice, "hello computer", speed=speed)
+            tts.ENGINES["festival"].render(u, tmp_path / f"{voice}-{speed}.wav")
+            lengths.append(sf.info(str(tmp_path / f"{voice}-{speed}.wav")).frames)
+        assert lengths[0] > 1.3 * lengths[1], (voice, lengths)  # slower speech is longer
+
+
+def test_a_tempo_changed_clip_still_ends_where_it_is_placed():
+    from edgekit.trainer.wakeword.augment import Mixer, MixSpec
+
+    mixer = Mixer(MixSpec(reverb_probability=0.0), backgrounds=[np.zeros(16000 * 30, np.float32)])
+    clip = (0.5 * np.sin(np.arange(12800) * 0.2)).astype(np.float32)  # 0.8 s of "speech" over silence
+    changed = 0
+    for seed in range(120):
+        changed += len(mixer.color(clip, np.random.default_rng(seed))) != len(clip)
+        out = mixer.place(clip, 32000, 30000, np.random.default_rng(seed))
+        assert int(np.flatnonzero(np.abs(out) > 1e-4)[-1]) + 1 == 30000, seed
+    assert changed > 5  # the tempo change did happen in some of them
+
+
+def test_one_voice_in_all_still_gives_a_validation_set(monkeypatch, caplog):
+    import logging
+
+    from edgekit.trainer.wakeword import tts
+
+    one = tts.Engine("true", ("en",), lambda lang, piper: ["only_voice"], lambda u, out: None, "one voice", "-")
+    monkeypatch.setitem(tts.ENGINES, "solo", one)
+    with caplog.at_level(logging.WARNING):
+        vs = tts.voice_set(["solo"], "en", [], 0.2, seed=0)
+    assert vs.train == {"solo": ["only_voice"]} and vs.val == {"solo": ["only_voice"]}
+    assert "validation hears the training voices" in caplog.text
+
+
+def test_a_broken_background_file_is_named_and_left_out(tmp_path, caplog):
+    import logging
+
+    import soundfile as sf
+
+    from edgekit.trainer.wakeword import negatives
+
+    sf.write(tmp_path / "fan.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with caplog.at_level(logging.WARNING):
+        good = negatives.readable(negatives.audio_files([tmp_path]), "background")
+    assert good == [tmp_path / "fan.wav"] and "skipping background file" in caplog.text

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import atomic
+from edgekit.errors import UserError
 from edgekit.trainer.wakeword.negatives import NOISE_COLORS, colored_noise, read_audio
 from edgekit.trainer.wakeword.tts import SR
 
@@ -75,7 +76,12 @@ class Mixer:
     @classmethod
     def load(cls, spec: MixSpec) -> Mixer:
         rng = np.random.default_rng(spec.seed + 7)
-        bgs = [read_audio(Path(p)) for p in spec.background]
+        bgs = []
+        for p in spec.background:
+            try:
+                bgs.append(read_audio(Path(p)))
+            except UserError as e:  # checked up front (dataset.build); broken past its header: go on without
+                log.warning("skipping background %s", e)
         bgs = [b for b in bgs if len(b) >= SR // 2]
         bgs += [colored_noise(30 * SR, c, rng) for c in NOISE_COLORS]
         rirs = []
@@ -106,18 +112,24 @@ class Mixer:
         return self._fx
 
     def color(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Spectral and level changes, then (sometimes) room reverb."""
+        """Spectral, level and tempo changes, then (sometimes) room reverb."""
+        return self.color_speech(clip, rng)[0]
+
+    def color_speech(self, clip: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """`color`, and how many of its first samples are the speech (a tempo change alters the length;
+        the reverb tail after it is not speech)."""
         import random
 
         random.seed(int(rng.integers(2**31)))  # audiomentations draws from `random` and numpy's global RNG
         np.random.seed(int(rng.integers(2**31)))
         out = self._effects()(samples=clip.astype(np.float32), sample_rate=SR)
+        speech = len(out)
         if self.rirs and rng.random() < self.spec.reverb_probability:
             from scipy.signal import fftconvolve
 
             rir = self.rirs[int(rng.integers(len(self.rirs)))]
             out = fftconvolve(out, rir)[: len(out) + len(rir) // 4].astype(np.float32)
-        return out
+        return out, speech
 
     def background(self, n: int, rng: np.random.Generator) -> np.ndarray:
         pool = self.sounds if self.sounds and rng.random() < self.spec.sound_share else self.backgrounds
@@ -142,11 +154,11 @@ class Mixer:
 
     def place(self, clip: np.ndarray, length: int, end: int, rng: np.random.Generator) -> np.ndarray:
         """The augmented clip in `length` samples of background, its speech ending at sample `end`."""
-        colored = self.color(clip, rng)
-        speech_len = min(len(clip), end)  # reverb tail may run past `end`; the words do not
+        colored, spoken = self.color_speech(clip, rng)  # `spoken`: the length after any tempo change
+        speech_len = min(spoken, end)  # reverb tail may run past `end`; the words do not
         start = end - speech_len
         sig = np.zeros(length, np.float32)
-        piece = colored[len(clip) - speech_len:][: length - start]
+        piece = colored[spoken - speech_len:][: length - start]
         sig[start:start + len(piece)] = piece
         active = np.zeros(length, bool)
         active[start:end] = True

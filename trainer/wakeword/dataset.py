@@ -135,6 +135,7 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
     voices = tts.voice_set(engines, d.lang, d.piper_voices, d.val_fraction, cfg.seed)
     # read once here: unreadable files fail before any long work, and the lengths place the chunks
     user_lengths = {f: len(negatives.read_audio(f)) for f in negatives.audio_files(d.negatives)}
+    backgrounds = negatives.readable(negatives.audio_files(d.background), "background")
     utts = _utterances(cfg, voices)
     steps = _Steps()
     stats: dict = {"engines": engines, "voices_train": voices.count("train"), "voices_val": voices.count("val")}
@@ -146,7 +147,7 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
                         "clips_per_s": round(new / dt, 1) if new and dt > 0 else None}
         by_key = dict(zip((u.key for u in all_utts), paths, strict=True))
         sets = _recipes(cfg, {k: [by_key[u.key] for u in v] for k, v in utts.items()}, user_lengths)
-        mix = MixSpec(tuple(str(p) for p in negatives.audio_files(d.background)), tuple(d.snr_db),
+        mix = MixSpec(tuple(str(p) for p in backgrounds), tuple(d.snr_db),
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed,
                       sound_share=d.sound_background)
         feats: dict[str, np.ndarray] = {}

@@ -115,6 +115,21 @@ def audio_files(folders: list[Path]) -> list[Path]:
     return out
 
 
+def readable(paths: list[Path], what: str) -> list[Path]:
+    """The files whose audio header opens; the others are named in a warning and left out (before any
+    long work: a broken file would otherwise stop every worker that loads it)."""
+    import soundfile as sf
+
+    good = []
+    for p in paths:
+        try:
+            sf.info(str(p))
+            good.append(p)
+        except Exception as e:  # soundfile raises several types for a broken file
+            log.warning("skipping %s file %s: %s", what, p, e)
+    return good
+
+
 def read_audio(path: Path) -> np.ndarray:
     """A file as 16 kHz mono float32.
 

@@ -40,8 +40,13 @@ class Utterance:
 
     @property
     def key(self) -> str:
-        blob = f"{self.engine}\x00{self.voice}\x00{self.speed:.3f}\x00{self.pitch:.3f}\x00{self.text}"
+        blob = (f"{self.engine}{RENDER_REVISION.get(self.engine, '')}\x00{self.voice}\x00{self.speed:.3f}"
+                f"\x00{self.pitch:.3f}\x00{self.text}")
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+RENDER_REVISION = {"festival": "+speed"}
+"""Bumped when an engine's rendering changes, so cached clips of the old rendering are not reused."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,13 @@ def _festival_voices(lang: str, _piper: Sequence[Path]) -> list[str]:
 
 
 def _festival_render(u: Utterance, out: Path) -> None:
-    setup = f"(voice_{u.voice}) (Parameter.set 'Duration_Stretch {1.0 / u.speed:.3f})"
+    # One expression: text2wave's -eval reads only the first (the stretch was silently dropped). HTS voices
+    # ignore Duration_Stretch and take hts_engine's speech-rate option instead.
+    if u.voice.endswith("_hts"):
+        speed = f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {u.speed:.3f}))))"
+    else:
+        speed = f"(Parameter.set 'Duration_Stretch {1.0 / u.speed:.3f})"
+    setup = f"(begin (voice_{u.voice}) {speed})"
     _run(["text2wave", "-eval", setup, "-o", str(out)], stdin=u.text)
 
 
@@ -186,6 +197,10 @@ def voice_set(engines: Sequence[str], lang: str, piper_voices: Sequence[Path], v
         vs.train[name] = [voices[i] for i in order[n_val:]]
     if not vs.count("train"):
         raise UserError(f"The TTS engines {', '.join(engines)} have no voices for {lang!r}.")
+    if not vs.count("val"):  # every engine has a single voice (one Piper model, say)
+        log.warning("No voice is left to hold out for validation (each engine has one voice): validation "
+                    "hears the training voices, so its numbers are optimistic. Add a voice or an engine.")
+        vs.val = {name: list(voices) for name, voices in vs.train.items()}
     return vs
 
 
