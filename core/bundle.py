@@ -11,19 +11,24 @@ atomically, so a crash never leaves a half-written bundle or manifest behind.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import logging
 import os
 import platform
 import re
 import shutil
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit import __version__, atomic
 from edgekit.errors import UserError, VerificationError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -132,6 +137,16 @@ class Manifest(_Strict):
     provenance: Provenance = Field(default_factory=Provenance)
     extra: dict[str, Any] = Field(default_factory=dict)
     """Task-specific data that does not fit above (split files, calibration records)."""
+
+    @field_validator("files")
+    @classmethod
+    def _inside_the_bundle(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        """A listed path must stay in the bundle folder: verification and deploy read what it names."""
+        for rel in files:
+            parts = rel.replace("\\", "/").split("/")
+            if rel.startswith("/") or os.path.isabs(rel) or ".." in parts or not rel.strip():
+                raise ValueError(f"file path {rel!r} leaves the bundle folder")
+        return files
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -269,11 +284,13 @@ class BundleWriter:
 
         self.name = check_name(name)
         self.root = Path(root) if root is not None else models_dir()
+        self._auto_version = version is None
         self.version = version or next_version(self.root, name)
         self.final = self.root / name / self.version
         if self.final.exists():
             raise UserError(f"Bundle {self.final} already exists; choose another version.")
-        self.dir = self.root / name / f".{self.version}.staging-{os.getpid()}"
+        # unique per writer: two bundles staged by one process (or a reused pid) never share a folder
+        self.dir = self.root / name / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
@@ -295,10 +312,18 @@ class BundleWriter:
         """Hash the files, write the manifest and move the bundle into place."""
         files = {rel: entry_for(self.dir / rel, fmt, role, **f) for rel, (fmt, role, f) in self._entries.items()}
         manifest_fields.setdefault("provenance", Provenance(git_commit=git_commit()))
-        manifest = Manifest(name=self.name, version=self.version, files=files, **manifest_fields)
-        atomic.write_text(self.dir / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
-        os.replace(self.dir, self.final)
-        return Bundle(self.final, manifest)
+        while True:
+            manifest = Manifest(name=self.name, version=self.version, files=files, **manifest_fields)
+            atomic.write_text(self.dir / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+            try:
+                os.rename(self.dir, self.final)  # fails if another writer took the version meanwhile
+                return Bundle(self.final, manifest)
+            except OSError as e:
+                if not self._auto_version or e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                log.info("version %s of %s was taken meanwhile; using the next one", self.version, self.name)
+                self.version = next_version(self.root, self.name)
+                self.final = self.root / self.name / self.version
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -107,3 +107,30 @@ def test_bundle_containing_a_model_file(tmp_path):
     assert Bundle.containing(b.path / "sub" / "m.onnx").path == b.path
     (tmp_path / "loose.onnx").write_bytes(b"x")
     assert Bundle.containing(tmp_path / "loose.onnx") is None
+
+
+def test_two_writers_finishing_together_get_two_versions(tmp_path):
+    a = BundleWriter("race", root=tmp_path)
+    b = BundleWriter("race", root=tmp_path)  # both see v1 free
+    assert a.version == b.version == "v1"
+    for w in (a, b):
+        (w.dir / "m.onnx").write_bytes(w.dir.name.encode())
+        w.add("m.onnx", "onnx", "model")
+    first = a.commit(task="wakeword", labels=["x"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
+    second = b.commit(task="wakeword", labels=["x"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
+    assert (first.version, second.version) == ("v1", "v2")
+    assert Bundle.load(tmp_path / "race" / "v2").manifest.version == "v2"
+    Bundle.load(tmp_path / "race" / "v2").verify()  # its own model, not a mix of the two
+
+
+def test_a_manifest_path_that_leaves_the_bundle_is_refused(tmp_path):
+    w = BundleWriter("esc", root=tmp_path)
+    (w.dir / "m.onnx").write_bytes(b"x")
+    w.add("m.onnx", "onnx", "model")
+    bundle = w.commit(task="wakeword", labels=["x"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
+    (tmp_path / "outside.onnx").write_bytes(b"x")
+    data = json.loads((bundle.path / "manifest.json").read_text())
+    data["files"]["../../outside.onnx"] = data["files"].pop("m.onnx")
+    (bundle.path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="leaves the bundle folder"):
+        Bundle.load(bundle.path)
