@@ -30,7 +30,7 @@ EMB_DIM = 96
 WINDOW = 16
 CHUNK = 48
 """Recipes per worker task: big enough to batch the ONNX models, small enough to balance."""
-RENDER_VERSION = 2
+RENDER_VERSION = 3  # 3: clips end where placed after a tempo change; user files joined into chunks
 """Part of every feature cache key: bump it when `render` changes what a recipe sounds like."""
 
 
