@@ -10,6 +10,7 @@ atomically, so a crash never leaves a half-written bundle or manifest behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import logging
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -245,19 +247,35 @@ class Bundle:
         if problems:
             raise VerificationError(f"Bundle {self.path} failed verification: {'; '.join(problems)}.")
 
+    @contextlib.contextmanager
+    def editing(self) -> Iterator[Manifest]:
+        """Change the manifest as it is on disk now, then save it: under a lock on the bundle folder and
+        from a fresh read, so two processes (two exports of one bundle) never overwrite each other's
+        entries with a stale copy."""
+        with open(self.path / ".manifest.lock", "a") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except ImportError:  # no fcntl (Windows): the last writer wins, as without the lock
+                pass
+            self.manifest = Bundle.load(self.path).manifest
+            yield self.manifest
+            self.save()
+
     def add_file(self, rel: str, fmt: str, role: str = "other", **fields: Any) -> FileEntry:
         """Record a file already written under the bundle folder, and save the manifest atomically."""
         entry = entry_for(self.path / rel, fmt, role, **fields)
-        self.manifest.files[rel] = entry
-        self.save()
+        with self.editing() as m:
+            m.files[rel] = entry
         return entry
 
     def update(self, **changes: Any) -> None:
         """Change top-level manifest fields (validated) and save atomically."""
-        data = self.manifest.model_dump()
-        data.update(changes)
-        self.manifest = Manifest.model_validate(data)
-        self.save()
+        with self.editing() as m:
+            data = m.model_dump()
+            data.update(changes)
+            self.manifest = Manifest.model_validate(data)
 
     def save(self) -> None:
         atomic.write_text(self.path / MANIFEST, self.manifest.model_dump_json(indent=2) + "\n")

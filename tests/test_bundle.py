@@ -134,3 +134,17 @@ def test_a_manifest_path_that_leaves_the_bundle_is_refused(tmp_path):
     (bundle.path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match="leaves the bundle folder"):
         Bundle.load(bundle.path)
+
+
+def test_two_copies_of_a_bundle_editing_the_manifest_keep_both_changes(tmp_path):
+    w = BundleWriter("two", root=tmp_path)
+    (w.dir / "m.pt").write_bytes(b"x")
+    w.add("m.pt", "pytorch", "checkpoint")
+    path = w.commit(task="wakeword", labels=["x"], input=InputSpec(shape=[1, 16, 96], layout="NTF")).path
+    a, b = Bundle.load(path), Bundle.load(path)  # two exports of one bundle, say
+    (path / "m.onnx").write_bytes(b"onnx")
+    (path / "m.tflite").write_bytes(b"tflite")
+    a.add_file("m.onnx", "onnx", "model")
+    b.add_file("m.tflite", "tflite", "model")  # b's copy predates a's change
+    assert sorted(Bundle.load(path).manifest.files) == ["m.onnx", "m.pt", "m.tflite"]
+    Bundle.load(path).verify()

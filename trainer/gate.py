@@ -162,12 +162,12 @@ def int8_without_gain(results: list[Result], margin: float = 0.9) -> list[str]:
 def store(bundle: Bundle, results: list[Result], max_drop: float, samples: str) -> None:
     """Write each verdict and its measurements into the manifest (one atomic save)."""
     by_format = {r.format: r for r in results}
-    for entry in bundle.manifest.files.values():
-        r = by_format.get(entry.format)
-        if entry.role == "model" and r is not None:
-            entry.status = r.status
-            entry.gate = {**r.record(), "max_drop": max_drop, "samples": samples}
-    bundle.save()
+    with bundle.editing() as manifest:
+        for entry in manifest.files.values():
+            r = by_format.get(entry.format)
+            if entry.role == "model" and r is not None:
+                entry.status = r.status
+                entry.gate = {**r.record(), "max_drop": max_drop, "samples": samples}
 
 
 def _pct(v: float | None) -> str:
