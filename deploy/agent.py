@@ -127,35 +127,27 @@ def cmd_lock(a) -> None:
     os.makedirs(d, exist_ok=True)
     fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + a.timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                _fail(f"another deploy holds the device lock after waiting {a.timeout:g} s", 4)
-            time.sleep(0.1)
+    _flock_by(fd, deadline, f"another deploy holds the device lock after waiting {a.timeout:g} s")
     # An `apply` whose client went away (a dropped SSH session) still runs until its rollback is done:
     # wait for it before answering, so the next deploy sees the device as that apply leaves it.
-    _wait_free(os.path.join(d, "apply.lock"), deadline, a.timeout)
+    busy = os.open(os.path.join(d, "apply.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    _flock_by(busy, deadline, f"an earlier deploy's switch is still running on the device after {a.timeout:g} s")
+    os.close(busy)  # only waited for: closing releases it
     cleaned = _clean(a.root)
     _emit({**_state(a.root), "locked": True, "pid": os.getpid(), "cleaned": cleaned})
     sys.stdin.read()  # returns at EOF: the client released the lock or went away
 
 
-def _wait_free(path: str, deadline: float, timeout: float) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    _fail(f"an earlier deploy's switch is still running on the device after {timeout:g} s", 4)
-                time.sleep(0.1)
-    finally:
-        os.close(fd)  # releases the flock
+def _flock_by(fd: int, deadline: float, why: str) -> None:
+    """Take an exclusive flock on `fd`, retrying until `deadline`; past it, fail with `why` (exit 4)."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                _fail(why, 4)
+            time.sleep(0.1)
 
 
 def _clean(root: str) -> list:
