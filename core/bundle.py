@@ -106,6 +106,16 @@ class FileEntry(_Strict):
     gate: dict[str, Any] | None = None
     """For exported models: what the accuracy gate measured (accuracy, agreement, latency, size...)."""
 
+    @property
+    def refused(self) -> str | None:
+        """Why deploy and the device will not run this file unless forced, or None when they may."""
+        return REFUSED.get(self.status or "")
+
+
+REFUSED = {"rejected": "was rejected by the export gate",
+           "unchecked": "was never checked by the export gate (its export stopped); run `edgekit export` again"}
+"""Gate statuses a model file is not run with, and why in words."""
+
 
 class Provenance(_Strict):
     """Where and how the bundle was made."""

@@ -21,9 +21,6 @@ from edgekit.trainer.formats import FORMATS
 META = ".release.json"
 # Preference when --format is not given: int8 first (what a Pi runs fastest), TFLite before ONNX.
 FORMAT_ORDER = ("tflite-int8", "onnx-int8", "tflite", "onnx")
-# Gate verdicts deploy refuses unless --force, and why in words.
-REFUSED = {"rejected": "was rejected by the export gate",
-           "unchecked": "was never checked by the export gate (its export stopped); run `edgekit export` again"}
 # The device runtime (MODEL_FRAMEWORK) of each deployable format, from the exporter's format table.
 FRAMEWORK = {name: f.runtime for name, f in FORMATS.items()}
 
@@ -55,7 +52,7 @@ def choose_format(bundle: Bundle, fmt: str | None, force: bool) -> tuple[str, st
     models = {e.format: (rel, e) for rel, e in bundle.manifest.files.items() if e.role == "model"}
     deployable = {f: v for f, v in models.items() if f in FRAMEWORK}
     if fmt is None:
-        usable = [f for f in FORMAT_ORDER if f in deployable and deployable[f][1].status not in REFUSED]
+        usable = [f for f in FORMAT_ORDER if f in deployable and not deployable[f][1].refused]
         if not usable:
             have = ", ".join(models) or "none"
             raise UserError(f"Bundle {bundle.name}/{bundle.version} has no accepted device model "
@@ -65,8 +62,8 @@ def choose_format(bundle: Bundle, fmt: str | None, force: bool) -> tuple[str, st
         raise UserError(f"Bundle {bundle.name}/{bundle.version} has no {fmt} model "
                         f"(it has: {', '.join(deployable) or 'none'}).")
     rel, entry = deployable[fmt]
-    if entry.status in REFUSED and not force:
-        raise UserError(f"The {fmt} model of {bundle.name}/{bundle.version} {REFUSED[entry.status]}; "
+    if entry.refused and not force:
+        raise UserError(f"The {fmt} model of {bundle.name}/{bundle.version} {entry.refused}; "
                         f"pass --force to deploy it anyway.")
     return fmt, rel
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from edgekit import __version__
 from edgekit.edge.classify import Classification
+from edgekit.edge.preprocess import upright
 from edgekit.edge.service import NoFrame
 
 log = logging.getLogger(__name__)
@@ -64,24 +65,13 @@ def decode_image(data: bytes, content_type: str | None) -> Any:
         if im.width * im.height > MAX_PIXELS:
             raise HTTPException(413, f"image is {im.width}x{im.height}; the limit is {MAX_PIXELS} pixels")
         im.load()
-        return _upright(im).convert("RGB")
+        return upright(im).convert("RGB")
     except HTTPException:
         raise
     except Image.DecompressionBombError:  # so large that PIL refuses to open it at all
         raise HTTPException(413, f"image is above PIL's decompression-bomb limit; the limit is {MAX_PIXELS} pixels")
     except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, ValueError, bombs...)
         raise HTTPException(422, f"the image could not be decoded: {type(e).__name__}")
-
-
-def _upright(im: Any) -> Any:
-    """Apply the EXIF orientation, as training, the export gate and calibration do (`preprocess.load_image`):
-    a phone's portrait photo would otherwise reach the model lying on its side."""
-    from PIL import ImageOps
-
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - a damaged EXIF block: classify the pixels as stored
-        return im
 
 
 def _guards(app: FastAPI, settings: Any) -> Any:

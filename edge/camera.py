@@ -37,7 +37,6 @@ class FolderCamera:
             raise UserError(f"Image folder {self.folder} has no images ({', '.join(IMAGE_SUFFIXES)}).")
         self.loop = loop
         self.index = 0
-        self.skipped = 0
         self.last_path: Path | None = None
 
     def read(self) -> np.ndarray | None:
@@ -56,7 +55,6 @@ class FolderCamera:
                 with Image.open(self.last_path) as im:
                     return np.asarray(im.convert("RGB"))
             except (OSError, ValueError, Image.DecompressionBombError) as e:
-                self.skipped += 1
                 log.warning("camera folder: skipping %s, which cannot be read as an image (%s)", self.last_path, e)
         return None
 

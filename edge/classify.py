@@ -98,7 +98,7 @@ def choose_format(bundle: Any, framework: str, quantized: bool) -> str:
     entries = {e.format: e for e in bundle.manifest.files.values() if e.role == "model"}
     order = [f"{framework}-int8", framework] if quantized else [framework, f"{framework}-int8"]
     for fmt in order:
-        if fmt in entries and entries[fmt].status not in ("rejected", "unchecked"):
+        if fmt in entries and not entries[fmt].refused:
             return fmt
     raise UserError(f"Bundle {bundle.path} has no accepted {framework} model (it has: {', '.join(entries) or 'none'}); "
                     "export one or set MODEL_FRAMEWORK.")

@@ -143,11 +143,14 @@ class EventStore:
 
     # --- internals ---
 
-    def _delete(self, rows: list[tuple[int, str | None]]) -> int:
-        ids = sorted({row[0] for row in rows})
+    def _unlink_frames(self, rows: list[tuple[int, str | None]]) -> None:
         for _, image in rows:
             if image:
                 (self.folder / image).unlink(missing_ok=True)
+
+    def _delete(self, rows: list[tuple[int, str | None]]) -> int:
+        ids = sorted({row[0] for row in rows})
+        self._unlink_frames(rows)
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             self._db.execute(f"DELETE FROM captures WHERE id IN ({','.join('?' * len(chunk))})", chunk)
@@ -161,8 +164,7 @@ class EventStore:
                                     "ORDER BY time, id LIMIT 100").fetchall()
             if not rows:
                 break
-            for _, image in rows:
-                (self.folder / image).unlink(missing_ok=True)
+            self._unlink_frames(rows)
             ids = [row[0] for row in rows]
             self._db.execute(f"UPDATE captures SET image_path = NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
             removed += len(ids)

@@ -45,13 +45,21 @@ def load_image(image: ImageInput, color: str = "RGB") -> Image.Image:
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             where = "the image bytes" if isinstance(image, bytes) else str(image)
             raise UserError(f"Could not read {where} as an image ({e}).")
-        # Phones store portrait photos sideways with an EXIF orientation tag; training, the export gate,
-        # calibration and the device all decode here, so all of them see the photo upright.
-        img = ImageOps.exif_transpose(img)
+        img = upright(img)
     if img.mode.startswith("I;16"):  # 16-bit grey: convert() would clip to 255 (white), not scale
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
     mode = "RGB" if color == "BGR" else color
     return img.convert(mode) if img.mode != mode else img
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says. Phones store portrait photos sideways with that
+    tag; training, the export gate, calibration and the device API all decode through here, so all of them
+    see the photo upright. A damaged EXIF block leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - Pillow raises several kinds for broken EXIF data
+        return img
 
 
 def _stretch(img: Image.Image, h: int, w: int) -> np.ndarray:
@@ -182,16 +190,15 @@ def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[P
 
 
 def preprocess_readable(paths: list[Path], y: np.ndarray, pre: Preprocess,
-                        layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
-    """`preprocess_images` that leaves out (and returns, with the reason) files that cannot be read."""
-    xs, keep, skipped = [], [], []
+                        layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
+    """`preprocess_images` and their labels `y`, leaving out (with a warning) files that cannot be read."""
+    xs, keep = [], []
     for i, p in enumerate(paths):
         try:
             xs.append(preprocess_image(p, pre, layout))
             keep.append(i)
         except UserError as e:
-            skipped.append((p, str(e)))
             log.warning("skipping %s", e)
     if not xs:
-        raise UserError(f"None of the {len(paths)} images could be read (first: {skipped[0][1]})")
-    return np.concatenate(xs), y[keep], skipped
+        raise UserError(f"None of the {len(paths)} images could be read.")
+    return np.concatenate(xs), y[keep]

@@ -164,7 +164,7 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
     from edgekit.edge.preprocess import labeled_folder, preprocess_readable
 
     paths, y = labeled_folder(data, bundle.manifest.labels)
-    x, y, _ = preprocess_readable(paths, y, bundle.manifest.input.preprocess, bundle.manifest.input.layout)
+    x, y = preprocess_readable(paths, y, bundle.manifest.input.preprocess, bundle.manifest.input.layout)
     return Samples(x, y, str(data))
 
 

@@ -25,6 +25,7 @@ from edgekit.trainer.seq_data import Recording, Windows, segments
 
 log = logging.getLogger(__name__)
 
+
 def check_labels(recs: Sequence[Recording], include: Sequence[str] | None) -> None:
     """Refuse an `--include-labels` entry that no recording contains (a typo would silently drop a class)."""
     present = sorted({str(v) for r in recs for v in set(r.labels) if v})

@@ -97,8 +97,7 @@ def prepare(cfg: WasteConfig) -> Prepared:
         cached = cache.load([ds.root / f.rel for f in good], progress=lambda n: bar.advance(task, n))
     skipped = [(f.rel, f.problem or "") for f in ds.bad if f.label in labels]
     skipped += [(good[i].rel, why) for i, why in cached.errors.items()]
-    dupes = _duplicates([good[i].rel for i in range(len(good))], [good[i].label for i in range(len(good))],
-                        cached.hashes, set(cached.errors))
+    dupes = _duplicates([f.rel for f in good], [f.label for f in good], cached.hashes, set(cached.errors))
     skipped += [(good[i].rel, why) for i, why in dupes.items()]
     keep = [i for i in range(len(good)) if i not in cached.errors and i not in dupes]
     # from here on, index i is files[i]
