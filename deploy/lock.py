@@ -1,12 +1,13 @@
 """The device lock: one deploy at a time per device folder.
 
-The agent holds an flock on `<root>/.edgekit/lock` for as long as its stdin stays open. The lock is
-tied to our connection: when a deploy ends it closes stdin; when a laptop drops off the network, sshd
-ends the session once it notices, the agent exits and the kernel releases the lock. sshd notices a
-silent peer only through TCP keepalive (about two hours by default) unless the Pi's sshd_config sets
-`ClientAliveInterval 15` (with the default ClientAliveCountMax 3: within a minute). A stale lock cannot
-outlive its owner's session, so there is nothing to clean up by hand. A switch (`apply`) the laptop
-started still finishes on the device, rolling back by itself if unhealthy, and the next lock waits for it.
+The agent holds an flock on `<root>/.edgekit/lock` for as long as its stdin stays open. The lock is tied
+to our connection: when a deploy ends it closes stdin; when a laptop drops off the network, sshd ends the
+session once it notices, the agent exits and the kernel releases the lock. sshd notices a silent peer
+only through TCP keepalive (about two hours with Linux's default keepalive time) unless the Pi's
+sshd_config sets `ClientAliveInterval 15` (with the default ClientAliveCountMax 3, 45 s by sshd's
+documentation; not measured here). A stale lock cannot outlive its owner's session, so there is nothing
+to clean up by hand. A switch (`apply`) the laptop started still finishes on the device, rolling back by
+itself if unhealthy, and the next lock waits for it.
 
 Taking the lock also answers the device state (after removing what a dead deploy left behind), which
 saves a round trip: every SSH command costs a login shell and a Python start on the device.
