@@ -2,7 +2,8 @@
 
 `edgekit export` writes the ONNX head; it runs inside the real `openwakeword.Model` with the real
 feature models, streamed in 80 ms frames as on the device; it must fire on positives spoken by voices
-held out of training and stay silent on real background noise. A second run reuses every cached clip and feature array.
+held out of training and stay silent on real background noise. A second run reuses every cached clip and
+feature array; a third, after one recording is replaced under the same name, does not.
 """
 
 from __future__ import annotations
@@ -131,3 +132,13 @@ def test_tiny_end_to_end(tmp_path, oww_dir, shared, capsys):
     stats = again.manifest.extra["data"]
     assert again.version == "v2" and stats["tts"]["new"] == 0 and stats["features"]["new"] == 0, json.dumps(stats)
     assert stats["features"]["reused"] == m.extra["data"]["features"]["clips"]
+
+    # a room recording replaced under the same name (same length, other sound): no stale features, no resume
+    import soundfile as sf
+
+    first = sorted(room.glob("*.wav"))[0]
+    x, sr = sf.read(str(first), dtype="float32")
+    sf.write(str(first), x[::-1].copy(), sr)
+    edited, _ = _train(tmp_path, oww_dir, capsys, room)
+    stats = edited.manifest.extra["data"]
+    assert stats["features"]["new"] > 0 and stats["digest"] != m.extra["data"]["digest"], json.dumps(stats)

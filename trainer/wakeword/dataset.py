@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import atomic
 from edgekit.trainer.wakeword import corpus, features, negatives, tts
 from edgekit.trainer.wakeword.augment import MixSpec, room_impulse_responses
 from edgekit.trainer.wakeword.config import WakewordConfig
@@ -150,6 +151,9 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         mix = MixSpec(tuple(str(p) for p in backgrounds), tuple(d.snr_db),
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed,
                       sound_share=d.sound_background)
+        # the user's files by content, not only by path: a recording replaced under the same name must not
+        # reuse the features (or resume the run) made from the old one
+        user_files = [(str(p), atomic.sha256_file(p)) for p in [*user_lengths, *backgrounds]]
         feats: dict[str, np.ndarray] = {}
         digests: list[str] = []
         rendered = reused = 0
@@ -157,7 +161,7 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
         with features.Embedder(mix, src) as embedder:
             for name, recipes in sets.items():
                 digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity(),
-                                    features.RENDER_VERSION)
+                                    features.RENDER_VERSION, user_files)
                 digests.append(digest)
                 (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
                                           features.cached(n, r, embedder, cache / "features", g, adv))
