@@ -255,6 +255,37 @@ def test_festival_clips_follow_the_speed(tmp_path):
         assert lengths[0] > 1.3 * lengths[1], (voice, lengths)  # slower speech is longer
 
 
+
+def _median_f0(x: np.ndarray, sr: int) -> float:
+    """Median autocorrelation pitch of the voiced 40 ms frames."""
+    n = int(0.04 * sr)
+    lo, hi, out = sr // 400, sr // 60, []
+    for i in range(0, len(x) - n, n // 2):
+        w = x[i:i + n] * np.hanning(n)
+        ac = np.correlate(w, w, "full")[n - 1:]
+        k = lo + int(np.argmax(ac[lo:hi]))
+        if np.sqrt(np.mean(w**2)) > 0.02 * np.abs(x).max() and ac[k] > 0.4 * ac[0]:
+            out.append(sr / k)
+    return float(np.median(out))
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival (text2wave) is not installed")
+def test_festival_diphone_clips_follow_the_pitch(tmp_path):
+    import soundfile as sf
+
+    from edgekit.trainer.wakeword import tts
+
+    diphone = [v for v in tts.ENGINES["festival"].voices("en", []) if v.endswith("_diphone")]
+    if not diphone:
+        pytest.skip("no festival diphone voice is installed")
+    for voice in diphone:
+        f0 = []
+        for pitch in (0.25, 0.75):
+            u = tts.Utterance("festival", voice, "computer", pitch=pitch)
+            tts.ENGINES["festival"].render(u, tmp_path / f"{voice}-{pitch}.wav")
+            f0.append(_median_f0(*sf.read(str(tmp_path / f"{voice}-{pitch}.wav"))))
+        assert f0[1] > 1.3 * f0[0], (voice, f0)  # 85 and 129 Hz asked for (1.52x)
+
 def test_a_tempo_changed_clip_still_ends_where_it_is_placed():
     from edgekit.trainer.wakeword.augment import Mixer, MixSpec
 

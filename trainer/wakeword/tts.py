@@ -45,7 +45,7 @@ class Utterance:
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-RENDER_REVISION = {"festival": "+speed"}
+RENDER_REVISION = {"festival": "+speed+pitch"}
 """Bumped when an engine's rendering changes, so cached clips of the old rendering are not reused."""
 
 
@@ -101,12 +101,16 @@ def _festival_voices(lang: str, _piper: Sequence[Path]) -> list[str]:
 
 def _festival_render(u: Utterance, out: Path) -> None:
     # One expression: text2wave's -eval reads only the first (the stretch was silently dropped). HTS voices
-    # ignore Duration_Stretch and take hts_engine's speech-rate option instead.
+    # ignore Duration_Stretch and take hts_engine's speech-rate option instead; they keep their own pitch
+    # (Debian's festival 2.5 accepts hts_engine's -fm half-tone option and changes nothing with it), so
+    # for them pitch variety comes from augmentation alone. The diphone voices take a mean f0 target.
     if u.voice.endswith("_hts"):
-        speed = f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {u.speed:.3f}))))"
+        setup = f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {u.speed:.3f}))))"
     else:
-        speed = f"(Parameter.set 'Duration_Stretch {1.0 / u.speed:.3f})"
-    setup = f"(begin (voice_{u.voice}) {speed})"
+        f0 = 105 * 2 ** ((u.pitch - 0.5) * 1.2)  # both voices' own 105 Hz at 0.5; the plan's 0.25-0.75 spans 85-129 Hz
+        setup = (f"(Parameter.set 'Duration_Stretch {1.0 / u.speed:.3f}) (set! int_lr_params '((target_f0_mean "
+                 f"{f0:.0f}) (target_f0_std {0.14 * f0:.0f}) (model_f0_mean 170) (model_f0_std 34)))")
+    setup = f"(begin (voice_{u.voice}) {setup})"
     _run(["text2wave", "-eval", setup, "-o", str(out)], stdin=u.text)
 
 
