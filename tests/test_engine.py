@@ -131,8 +131,9 @@ def test_signal_mid_epoch_checkpoints_and_exits(tmp_path, reference, sig, code):
 class _OOMAt:
     """Raises an out-of-memory error before the given steps, once per listed step (or always)."""
 
-    def __init__(self, steps: set[int] | None, error: type[Exception] = torch.cuda.OutOfMemoryError):
-        self.steps, self.error, self.calls, self.sizes = steps, error, 0, []
+    def __init__(self, steps: set[int] | None, error: type[Exception] = torch.cuda.OutOfMemoryError,
+                 message: str = "CUDA out of memory. Tried to allocate 2.00 GiB"):
+        self.steps, self.error, self.message, self.calls, self.sizes = steps, error, message, 0, []
 
     def on_step(self, epoch: int, global_step: int, batch_size: int) -> None:
         self.calls += 1
@@ -140,12 +141,16 @@ class _OOMAt:
         if self.steps is None or global_step in self.steps:
             if self.steps is not None:
                 self.steps.discard(global_step)
-            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise self.error(self.message)
 
 
-@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
-def test_oom_halves_the_batch_size_and_completes(tmp_path, caplog, error):
-    hook = _OOMAt({STEPS_PER_EPOCH + 2}, error)  # inside epoch 2; the last checkpoint is epoch 1's end
+@pytest.mark.parametrize("error, message", [
+    (torch.cuda.OutOfMemoryError, "CUDA out of memory. Tried to allocate 2.00 GiB"),
+    (RuntimeError, "CUDA out of memory. Tried to allocate 2.00 GiB"),  # older torch
+    (RuntimeError, "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+])
+def test_oom_halves_the_batch_size_and_completes(tmp_path, caplog, error, message):
+    hook = _OOMAt({STEPS_PER_EPOCH + 2}, error, message)  # inside epoch 2; the last checkpoint is epoch 1's end
     with caplog.at_level(logging.WARNING, logger="edgekit"):
         _, result = worker.run(tmp_path, hooks=hook)
     assert result.epochs_run == 6 and result.batch_size == 4
@@ -177,6 +182,40 @@ def test_after_an_oom_the_schedule_keeps_its_pace(tmp_path, monkeypatch):
     redone = seen[: worker.N_TRAIN] + seen[worker.N_TRAIN + 2 * 8 :]
     assert len(redone) == len(plain) == 3 * worker.N_TRAIN
     assert redone == pytest.approx(plain, rel=1e-12)
+
+
+def test_oom_recovery_drops_the_optimizer_state_before_freeing_memory(tmp_path, monkeypatch):
+    """The moments are reloaded from the checkpoint: the old ones must not be held while the cache is emptied."""
+    import gc
+
+    box, held = {}, []
+    real_optimizer, real_collect = worker.make_optimizer, gc.collect
+
+    def optimizer(params):
+        box["opt"] = real_optimizer(params)
+        return box["opt"]
+
+    def collect(*args):
+        if "opt" in box:
+            held.append(len(box["opt"].state))
+        return real_collect(*args)
+
+    monkeypatch.setattr(worker, "make_optimizer", optimizer)
+    monkeypatch.setattr(gc, "collect", collect)
+    _, result = worker.run(tmp_path, hooks=_OOMAt({STEPS_PER_EPOCH + 2}), epochs=2)
+    assert result.epochs_run == 2 and held == [0]
+
+
+def test_oom_while_reloading_the_checkpoint_is_one_clear_failure(tmp_path, monkeypatch):
+    from edgekit.trainer import loop
+
+    def load(self, ckpt):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(loop.Trainer, "_load", load)  # a fresh run loads nothing until the recovery
+    with pytest.raises(TrainingFailed, match="again while reloading the checkpoint") as info:
+        worker.run(tmp_path, hooks=_OOMAt({STEPS_PER_EPOCH + 2}))
+    assert info.value.exit_code == 2 and (tmp_path / ckpt_io.LAST).is_file()
 
 
 def test_oom_gives_up_after_max_retries(tmp_path):

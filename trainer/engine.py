@@ -250,10 +250,13 @@ def deterministic_kernels(device: torch.device, wanted: bool) -> Callable[[], No
 
 
 def is_oom(e: BaseException) -> bool:
-    """True for CUDA out-of-memory errors (the typed one, and the older RuntimeError text)."""
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
+    """True for CUDA out-of-memory errors: the typed one, the older RuntimeError text, and cuBLAS/cuDNN
+    failing to allocate their workspace (`CUBLAS_STATUS_ALLOC_FAILED`, `CUDNN_STATUS_ALLOC_FAILED`), which
+    is how a GPU near its limit often reports it."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "status_alloc_failed" in text)
 
 
 def fit(
@@ -290,6 +293,7 @@ def fit(
             result.epochs_run,
         )
         ckpt_io.load_final_weights(model, run_dir, config.restore_best)
+        model.to(resolve_device(config.device))  # where a run that trains leaves it
         return result
     from edgekit.trainer.loop import Trainer  # the loop imports this module's types
 

@@ -364,6 +364,8 @@ class Trainer:
             self.cfg.oom_cooldown_s,
         )
         self.optimizer.zero_grad(set_to_none=True)
+        # the checkpoint brings its own optimizer state; loading it beside this one would need two copies
+        self.optimizer.state.clear()
         # a scaler interrupted between unscale_() and update() refuses the next step: start a clean one
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         gc.collect()
@@ -373,7 +375,15 @@ class Trainer:
         ckpt = ckpt_io.load_latest(self.run_dir)
         if ckpt is None:
             raise TrainingFailed(f"Out of memory and no readable checkpoint in {self.run_dir} to go back to.")
-        self._load(ckpt)
+        try:
+            self._load(ckpt)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            raise TrainingFailed(
+                f"Out of GPU memory again while reloading the checkpoint to retry with batch size {new_bs}; "
+                f"free the GPU (another process may hold it) and run the same command to resume from {self.run_dir}."
+            ) from None
         self.batch_size = new_bs
 
     def _result(self) -> FitResult:
