@@ -314,6 +314,15 @@ def test_unfreezing_more_layers_than_the_base_has_trains_all_of_it():
     assert set_trainable(model, 0) < set_trainable(model, 3) < set_trainable(model, n - 1) < everything
 
 
+@pytest.mark.parametrize("over", [{}, {"unfreeze": 0}, {"head_fraction": 1.0}, {"weights": "none"},
+                                  {"epochs": 7, "head_fraction": 0.5}])
+def test_the_phases_share_out_every_epoch_asked_for(waste_mini, over):
+    cfg = waste.WasteConfig(data=waste_mini, **{"epochs": 20, **over})
+    phases = waste.plan(cfg)
+    assert sum(ph.epochs for ph in phases) == cfg.epochs and all(ph.epochs > 0 for ph in phases)
+    assert (len(phases) == 1) == (cfg.unfreeze == 0 or cfg.head_fraction == 1.0 or cfg.weights == "none")
+
+
 def test_copies_of_a_photo_never_reach_both_sides_and_edits_start_a_new_run(waste_mini, tmp_path):
     from edgekit.trainer import waste
     from edgekit.trainer.waste_data import prepare

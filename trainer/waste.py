@@ -87,7 +87,7 @@ class WasteConfig(BaseModel):
     unfreeze: int = Field(91, ge=0)
     """Phase 2 trains the last N layers of the base: its conv, BatchNorm and ReLU6 modules, 139 in all (the
     default 91 is blocks 7-18; Keras also counts its 15 parameter-free input, pad and add layers, so the same
-    N reaches a few layers further back here); 0 skips phase 2."""
+    N reaches a few layers further back here); 0: no phase 2, the head trains for all the epochs."""
     head_fraction: float = Field(0.3, gt=0, le=1)
     """Share of the epochs spent on phase 1 (the seed uses 30-50%)."""
     train_bn: bool = False
@@ -286,7 +286,7 @@ def plan(cfg: WasteConfig) -> list[Phase]:
     training everything at lr)."""
     if cfg.weights == "none":
         return [Phase(1, cfg.epochs, cfg.lr, cfg.lr, None)]
-    head = max(1, round(cfg.epochs * cfg.head_fraction))
+    head = cfg.epochs if cfg.unfreeze == 0 else max(1, round(cfg.epochs * cfg.head_fraction))
     phases = [Phase(1, head, cfg.lr, cfg.lr, 0)]
     if cfg.unfreeze > 0 and cfg.epochs - head > 0:
         phases.append(Phase(2, cfg.epochs - head, cfg.lr, cfg.lr / 10, cfg.unfreeze))
