@@ -153,6 +153,7 @@ def test_weight_styles(imagenet_weights: Path) -> None:
     ("args", "message"),
     [
         (["--weights", "/no/such/file.pth"], "does not exist"),
+        (["--weights", __file__], "cannot be read as a PyTorch state_dict: it is not a file torch.save wrote."),
         (["--classes", "glass,wood"], "wood not found"),
         (["--val-split", "1.5"], "--val-split"),
         (["--output", "bad name"], "must start with a letter"),
@@ -160,7 +161,12 @@ def test_weight_styles(imagenet_weights: Path) -> None:
         (["--sam", "-0.05"], "--sam: Input should be greater than or equal to 0"),
     ],
 )
-def test_mistakes_exit_2_with_one_sentence(waste_mini: Path, capsys, args: list[str], message: str) -> None:
+def test_mistakes_exit_2_with_one_sentence(waste_mini: Path, capsys, monkeypatch, args: list[str],
+                                           message: str) -> None:
+    def no_decoding(*_a, **_k):
+        raise AssertionError("photos were decoded before the mistake was reported")
+
+    monkeypatch.setattr(ImageCache, "load", no_decoding)
     with pytest.raises(SystemExit) as exc:
         main(["train", "waste", "--data", str(waste_mini), "--img-size", "32", "--epochs", "1", *args])
     assert exc.value.code == 2

@@ -154,7 +154,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"Weights file {path} is not a PyTorch state_dict ({type(e).__name__}: {e}).")
+        import zipfile
+
+        why = ("it holds Python objects besides tensors (a whole pickled model?); save model.state_dict() instead"
+               if zipfile.is_zipfile(path) else "it is not a file torch.save wrote")
+        raise UserError(f"Weights file {path} cannot be read as a PyTorch state_dict: {why}.") from e
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -206,17 +206,25 @@ def bn_frozen_train_mode(model: torch.nn.Module) -> None:
             m.eval()
 
 
-def build_model(cfg: WasteConfig, n_classes: int) -> tuple[torch.nn.Module, WeightStyle, str]:
-    """MobileNetV2 with the pretrained base the config asks for; returns (model, style, weights description)."""
+def load_weights(cfg: WasteConfig) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The pretrained state_dict the config asks for (None from scratch) and a description of its source."""
     from edgekit.trainer import mobilenet
 
-    state = None
     if cfg.weights == "imagenet":
-        state, source = mobilenet.download_imagenet(), f"imagenet ({mobilenet.TORCHVISION_URL})"
-    elif cfg.weights != "none":
-        state, source = mobilenet.read_state_dict(cfg.weights), str(Path(cfg.weights).resolve())
-    else:
-        source = "none (from scratch)"
+        return mobilenet.download_imagenet(), f"imagenet ({mobilenet.TORCHVISION_URL})"
+    if cfg.weights != "none":
+        return mobilenet.read_state_dict(cfg.weights), str(Path(cfg.weights).resolve())
+    return None, "none (from scratch)"
+
+
+def build_model(cfg: WasteConfig, n_classes: int,
+                weights: tuple[dict[str, torch.Tensor] | None, str] | None = None
+                ) -> tuple[torch.nn.Module, WeightStyle, str]:
+    """MobileNetV2 with the pretrained base the config asks for (`weights`: what `load_weights` returned, if
+    already read); returns (model, style, weights description)."""
+    from edgekit.trainer import mobilenet
+
+    state, source = weights if weights is not None else load_weights(cfg)
     style = cfg.style(state)
     model = mobilenet.build(n_classes, width_mult=cfg.width_mult, padding=style.padding, dropout=cfg.dropout)
     if state is not None:
@@ -345,11 +353,13 @@ def train(cfg: WasteConfig, hooks: Hooks | None = None, prep: Prepared | None = 
     from edgekit.trainer import int8_grid, waste_bundle
     from edgekit.trainer.engine import resolve_device, seed_everything
 
+    loaded = []  # a wrong --weights file is reported after the folder checks, before minutes of decoding
+
     if prep is None:
-        prep = prepare(cfg)
+        prep = prepare(cfg, before_decoding=lambda: loaded.append(load_weights(cfg)))
     waste_bundle.print_data_summary(prep)
     seed_everything(cfg.seed)
-    model, style, source = build_model(cfg, len(prep.labels))
+    model, style, source = build_model(cfg, len(prep.labels), loaded[0] if loaded else None)
     # NHWC activations: about 2x faster depthwise convolutions on CPU (oneDNN), and faster with AMP on GPUs
     model = model.to(memory_format=torch.channels_last)
     int8_grid.enable(model, cfg.int8_grid)

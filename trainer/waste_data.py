@@ -9,6 +9,7 @@ cached photos without augmentation, exactly as the device will see them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,8 +76,9 @@ def fold_splits(y: np.ndarray, folds: int, seed: int) -> list[Split]:
     return [Split(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
 
 
-def prepare(cfg: WasteConfig) -> Prepared:
-    """Scan, cache (decoding only new photos) and split the dataset."""
+def prepare(cfg: WasteConfig, before_decoding: Callable[[], None] | None = None) -> Prepared:
+    """Scan, cache (decoding only new photos) and split the dataset; `before_decoding` runs once the folders
+    have passed their checks and before any photo is decoded (other quick checks that should not wait)."""
     from rich.progress import Progress
 
     from edgekit.console import console
@@ -91,6 +93,8 @@ def prepare(cfg: WasteConfig) -> Prepared:
             raise UserError(f"--classes {', '.join(unknown)} not found in {ds.root}; it has {', '.join(labels)}.")
         labels = sorted(cfg.classes)
     good = [f for f in ds.good if f.label in labels]
+    if before_decoding is not None:
+        before_decoding()
     cache = ImageCache((cfg.img_size, cfg.img_size), root=cfg.cache_dir, workers=cfg.num_workers, fit=cfg.fit)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"Caching photos at {cfg.img_size}px", total=len(good))
