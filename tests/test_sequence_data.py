@@ -147,8 +147,8 @@ def test_diagnosis_warns_with_what_to_do(tmp_path):
     assert "imbalanced 7.5:1 (walk vs sit)" in text and "--class-weights auto" in text
     assert "Label lie never runs 4 frames" in text
     assert "test groups ['p2'] have no window of sit" in text
-    with pytest.raises(UserError, match="No window of 90 frames"):
-        diagnose(recs, seq_data.make_windows(recs, 90, 4), split, 90, 4)
+    with pytest.raises(UserError, match="No window of 65 frames has a single label .*longest labeled run is 60"):
+        diagnose(recs, seq_data.make_windows(recs, 65, 4), split, 65, 4)
 
 
 def test_real_world_csv_quirks(tmp_path, caplog):
@@ -204,3 +204,33 @@ def test_a_rerun_on_changed_data_is_a_new_run(tmp_path):
     assert _run_dir(cfg, prepare(cfg, show=False)) == first  # same data: the run resumes
     write_csv(tmp_path / "E.csv", ["walk"] * 40 + ["sit"] * 40, start=7)
     assert _run_dir(cfg, prepare(cfg, show=False)) != first  # a recording more: not the old weights
+
+
+def test_window_longer_than_every_recording_says_so_before_the_split(tmp_path):
+    """Not "All windows come from one group (none)", which hid the cause."""
+    from edgekit.trainer.sequence import SequenceConfig, prepare
+
+    for g in "ABC":
+        write_csv(tmp_path / f"{g}.csv", ["walk"] * 30)
+    with pytest.raises(UserError, match=r"--window 1000 is longer than every recording \(the longest has 30 frames\)"):
+        prepare(SequenceConfig(data=tmp_path, window=1000), show=False)
+    write_csv(tmp_path / "D.csv", ["walk", "sit"] * 20)
+    with pytest.raises(UserError, match="No window of 31 frames"):  # the runs are short, not the recordings
+        prepare(SequenceConfig(data=tmp_path, window=31, include_labels=["sit"]), show=False)
+
+
+def test_column_missing_from_some_files_skips_only_those(tmp_path):
+    write_csv(tmp_path / "a.csv", ["walk"] * 8, extra={"c": ["1"] * 8})
+    write_csv(tmp_path / "b.csv", ["walk"] * 8)
+    recs, skipped = seq_data.load_folder(tmp_path, features=["a", "c"])
+    assert [r.source for r in recs] == ["a.csv"]
+    assert skipped[0][0] == "b.csv" and "feature column 'c' is missing" in skipped[0][1]
+
+
+def test_validation_may_watch_the_test_groups_only_when_it_chooses_nothing(tmp_path):
+    from edgekit.trainer.sequence import SequenceConfig
+
+    with pytest.raises(UserError, match="both name A, B: early stopping would choose the model"):
+        SequenceConfig(data=tmp_path, test_groups=["B", "A"], val_groups=["A", "B", "C"])
+    # select="last" trains a fixed number of epochs: the leave-one-person-out bench watches the test person
+    SequenceConfig(data=tmp_path, test_groups=["A"], val_groups=["A"], select="last")

@@ -172,3 +172,39 @@ def test_edgekit_eval_on_a_folder_of_csvs(exported, tmp_path, har_mini):
     (folder / "broken.csv").write_text("t,acc_x\n1,2\n")  # reported and skipped, not a crash
     results = eval_bundle(EvalConfig(bundle=str(exported.path), data=str(folder), formats=["onnx"], latency_runs=3))
     assert len(results) == 1 and results[0].accuracy >= 0.5
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--dropout", "1.5"], "--dropout: Input should be less than 1."),
+    (["--lr", "-1"], "--lr: Input should be greater than 0."),
+    (["--patience", "-1"], "--patience: Input should be greater than or equal to 0."),
+    (["--dense", "-5"], "--dense: Input should be greater than or equal to 0."),
+    (["--train-stride", "0"], "--train-stride: Input should be greater than or equal to 1."),
+    (["--units", "64,0"], "--units: Input should be greater than or equal to 1."),
+    (["--seed", "-1"], "--seed: Input should be greater than or equal to 0."),
+    (["--name", "../x"], "Bundle name '../x' must start with a letter or digit"),
+    (["--test-groups", "B,A", "--val-groups", "A"], "--val-groups and --test-groups both name A: early stopping"),
+])
+def test_bad_options_stop_before_any_data_is_read(tmp_path, capsys, args, msg):
+    """Each is one sentence and exit 2 from the config alone: the data folder does not even exist."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "sequence", "--data", str(tmp_path / "not-there"), *args])
+    assert e.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert msg in err and "Traceback" not in err and "not-there" not in err
+
+
+def test_user_column_missing_from_every_file_is_one_error_not_a_warning_per_file(tmp_path, capsys):
+    for n in range(3):
+        (tmp_path / f"rec{n}.csv").write_text("t,acc_x,activity\n0,1,walk\n0.02,2,walk\n")
+    for args, msg in ((["--label-col", "nope"], "has a label column 'nope' (columns of rec0.csv: t, acc_x, activity)"),
+                      (["--features", "acc_x,foo"], "has a feature column 'foo' (columns of rec0.csv:"),
+                      (["--group-by", "nocol"], "has a group column 'nocol'"),
+                      (["--group-by", "file:user("], "'file:user(' is not a valid regular expression"),
+                      (["--group-by", r"file:user(\d+)"], r"pattern 'user(\d+)' matches no file name")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "sequence", "--data", str(tmp_path), *args])
+        err = " ".join(capsys.readouterr().err.split())
+        assert e.value.code == 2 and msg in err, err
+        assert "skipped" not in err, err  # no warning per file before the error
+

@@ -157,7 +157,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """The header and the non-empty rows (with their line numbers) of a UTF-8 CSV."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next((row for row in reader if any(v.strip() for v in row)), None)
+        header = _first_row(reader)
         if not header:
             raise UserError(f"{path}: the file is empty; expected a header row.")
         header = [h.strip() for h in header]
@@ -171,6 +171,36 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
             rows.append(row)
             lines.append(reader.line_num)
     return header, rows, lines
+
+
+def _first_row(reader) -> list[str] | None:
+    """The first row with any text: the header (blank lines may precede it)."""
+    return next((row for row in reader if any(v.strip() for v in row)), None)
+
+
+def _check_columns(folder: Path, files: list[Path], label_col: str, features: Sequence[str] | None,
+                   group_by: str) -> None:
+    """One error for a column or --group-by pattern that no file has (skipping each file would repeat the same
+    warning per file first); a column that only some files lack still skips just those."""
+    kind, key = _group_fn(group_by)  # a bad pattern fails here, once
+    if kind == "regex" and not any(key.search(f.stem) for f in files):
+        raise UserError(f"--group-by pattern '{key.pattern}' matches no file name (the first is {files[0].stem!r}).")
+    headers = [(f.name, h) for f in files if (h := _header(f))]
+    wanted = [("label", label_col, "; name it with --label-col"), *(("feature", c, "") for c in features or []),
+              *([("group", key, "; --group-by takes file, file:REGEX or a column")] if kind == "column" else [])]
+    for what, col, hint in wanted if headers else []:
+        if not any(col in h for _, h in headers):
+            raise UserError(f"No CSV in {folder} has a {what} column {col!r} (columns of {headers[0][0]}: "
+                            f"{', '.join(headers[0][1])}){hint}.")
+
+
+def _header(path: Path) -> list[str]:
+    """The header row, or [] when the file cannot be read (`read_csv` then says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [h.strip() for h in _first_row(csv.reader(f)) or []]
+    except (UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _time_order(path: Path, header: list[str], cols: list) -> np.ndarray | None:
@@ -226,6 +256,7 @@ def load_folder(folder: str | Path, label_col: str = "activity", features: Seque
     files = sorted(folder.rglob("*.csv"))
     if not files:
         raise UserError(f"{folder} has no .csv files; expected one CSV per recording.")
+    _check_columns(folder, files, label_col, features, group_by)
     recs, skipped = [], []
     for f in files:
         try:

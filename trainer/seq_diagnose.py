@@ -95,6 +95,19 @@ def _runs(recs: Sequence[Recording], include: set[str] | None) -> dict[str, int]
     return longest
 
 
+def check_windows(recs: Sequence[Recording], w: Windows, window: int, include: Sequence[str] | None = None) -> None:
+    """Say why no window could be cut; run before the split, which would only see that no group has any."""
+    if len(w):
+        return
+    frames = max((len(r.frames) for r in recs), default=0)
+    if window > frames:
+        raise UserError(f"--window {window} is longer than every recording (the longest has {frames} frames); "
+                        "lower --window.")
+    top = max(_runs(recs, set(include) if include else None).values(), default=0)
+    raise UserError(f"No window of {window} frames has a single label (the longest labeled run is {top} "
+                    "frames); lower --window or check the label column.")
+
+
 def diagnose(recs: Sequence[Recording], w: Windows, split: dict[str, list[str]], window: int, stride: int,
              include: Sequence[str] | None = None, class_weights: str = "auto") -> Diagnosis:
     """Count, judge and explain; raise a `UserError` when training cannot make sense.
@@ -104,11 +117,8 @@ def diagnose(recs: Sequence[Recording], w: Windows, split: dict[str, list[str]],
         w: all windows.
         split: train/val/test → group names (from `split_by_group`).
     """
+    check_windows(recs, w, window, include)
     longest = _runs(recs, set(include) if include else None)
-    if len(w) == 0:
-        top = max(longest.values(), default=0)
-        raise UserError(f"No window of {window} frames has a single label (the longest labeled run is {top} "
-                        "frames); lower --window or check the label column.")
     counts = {name: np.bincount(w.y[np.isin(w.groups, g)], minlength=len(w.labels)) for name, g in split.items()}
     train = counts["train"]
     if (train > 0).sum() < 2:

@@ -12,15 +12,23 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgekit.bundle import check_name
 from edgekit.errors import UserError
 from edgekit.trainer import seq_data
 from edgekit.trainer.models import ARCHS
-from edgekit.trainer.seq_diagnose import Diagnosis, check_labels, diagnose, print_diagnosis, warn_shared_person
+from edgekit.trainer.seq_diagnose import (
+    Diagnosis,
+    check_labels,
+    check_windows,
+    diagnose,
+    print_diagnosis,
+    warn_shared_person,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,18 +51,19 @@ class SequenceConfig(BaseModel):
     data: Path
     """Folder of CSV files, one per recording."""
     name: str = "sequence"
-    """Bundle name."""
+    """Bundle name (models/<name>/vN; checked before any data is read, since runs/<name>/ holds the
+    checkpoints)."""
     features: list[str] | None = None
     """Feature columns in model order; default: every column but the label, group and time columns."""
     label_col: str = "activity"
     """Column with the frame's label; empty cells are unlabeled frames."""
     include_labels: list[str] | None = None
     """Only these labels become classes; frames of other labels are treated as unlabeled."""
-    window: int = 128
+    window: int = Field(128, ge=1)
     """Frames per window (the model's fixed input length)."""
-    stride: int = 64
+    stride: int = Field(64, ge=1)
     """Frames between window starts for evaluation and on the device."""
-    train_stride: int | None = None
+    train_stride: int | None = Field(None, ge=1)
     """Frames between training window starts (default: `stride`); smaller gives more training windows."""
     group_by: str = "file"
     """Split unit: `file` (each recording), `file:REGEX` (first capture of the file name), or a column."""
@@ -64,25 +73,25 @@ class SequenceConfig(BaseModel):
     """Groups watched by early stopping and LR reduction; default one more group when enough remain."""
     arch: str = "lstm"
     """Architecture: a key of `SEQ_ARCHS`."""
-    units: list[int] = [128, 64]
+    units: list[Annotated[int, Field(ge=1)]] = Field([128, 64], min_length=1)
     """Cells per recurrent layer (channels per conv block for cnn1d)."""
-    dense: int = 32
+    dense: int = Field(32, ge=0)
     """Width of the dense layer before the output (0: none)."""
-    dropout: float = 0.3
+    dropout: float = Field(0.3, ge=0, lt=1)
     """Dropout after each recurrent/conv layer."""
-    dense_dropout: float = 0.2
+    dense_dropout: float = Field(0.2, ge=0, lt=1)
     """Dropout after the dense layer."""
     pool: Literal["last", "mean"] = "mean"
     """Recurrent archs: classify from the mean over all time steps, or from the last step (`last`, the
     seed's readout). On har-mini's held-out person 01 the mean scored 99% where the last step scored 83%."""
-    epochs: int = 50
+    epochs: int = Field(50, ge=1)
     """Most epochs to train."""
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
     """Windows per training step."""
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0)
     """Adam learning rate."""
-    patience: int = 10
-    """Epochs without validation improvement before stopping (the LR is halved after patience/3)."""
+    patience: int = Field(10, ge=0)
+    """Epochs without validation improvement before stopping (0: never; the LR is halved after patience/3)."""
     class_weights: Literal["auto", "none"] = "auto"
     """`auto`: weight the loss by inverse class frequency."""
     augment: bool = True
@@ -91,7 +100,7 @@ class SequenceConfig(BaseModel):
     """`val`: early stopping, LR halving and best-epoch weights by validation loss; `last`: a fixed
     number of epochs with a cosine LR decay, validation only watched (for benchmarks that must not
     choose anything on held-out people)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seed for the split, initialisation and batch order."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu."""
@@ -109,12 +118,20 @@ class SequenceConfig(BaseModel):
             raise UserError(f"Unknown --arch {v!r}; choose one of {', '.join(SEQ_ARCHS)}.{hint}")
         return v
 
-    @field_validator("window", "stride", "epochs", "batch_size")
+    @field_validator("name")
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise UserError(f"--window, --stride, --epochs and --batch-size must be at least 1 (got {v}).")
-        return v
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @model_validator(mode="after")
+    def _test_groups_not_validated_on(self) -> SequenceConfig:
+        # with select="val" the val groups pick the epoch and the LR, so a test group among them would be
+        # scored on the data that chose the model; with "last" they are only watched (bench/har_quality.py)
+        both = sorted(set(self.val_groups or []) & set(self.test_groups or []))
+        if both and self.select == "val":
+            raise UserError(f"--val-groups and --test-groups both name {', '.join(both)}: early stopping would "
+                            "choose the model on the groups the test reports on; name different groups.")
+        return self
 
     @model_validator(mode="after")
     def _window_fits_the_convolutions(self) -> SequenceConfig:
@@ -156,6 +173,7 @@ def prepare(cfg: SequenceConfig, recs: list[seq_data.Recording] | None = None, s
     if cfg.group_by == "file":
         warn_shared_person(recs)
     w = seq_data.make_windows(recs, cfg.window, cfg.stride, cfg.include_labels)
+    check_windows(recs, w, cfg.window, cfg.include_labels)
     split = seq_data.split_by_group(w, cfg.test_groups, cfg.val_groups, seed=cfg.seed)
     diag = diagnose(recs, w, split, cfg.window, cfg.stride, cfg.include_labels, cfg.class_weights)
     if show:
