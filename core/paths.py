@@ -1,9 +1,10 @@
-"""Where things are: the shared data folder, the models folder."""
+"""Where things are: the shared data folder, the models folder; whether an output path can be written."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from edgekit.errors import UserError
 
@@ -56,3 +57,22 @@ def openwakeword_assets() -> Path | None:
 def models_dir() -> Path:
     """The folder that holds bundles: `$EDGEKIT_MODELS`, else `./models`."""
     return Path(os.environ.get(MODELS_ENV, "models"))
+
+
+def check_output(path: str | os.PathLike, option: str, want: Literal["folder", "file"] = "folder") -> Path:
+    """`path` as a `Path`, or a `UserError` when it cannot become the `want` ("folder" or "file").
+
+    Commands call it before their work, so a long run does not end in a traceback at its last step.
+
+    Raises:
+        UserError: naming the option, when the path (or a folder above it) is the wrong kind of thing.
+    """
+    p = Path(path)
+    if want == "folder" and p.exists() and not p.is_dir():
+        raise UserError(f"Option {option} names {p}, which is a file; give a folder.")
+    if want == "file" and p.is_dir():
+        raise UserError(f"Option {option} names {p}, which is a folder; give a file.")
+    above = next((a for a in p.absolute().parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"Option {option} names {p}, inside {above}, which is a file; give a path in a folder.")
+    return p

@@ -24,6 +24,7 @@ from edgekit.deploy.releases import DeployOptions, apply_env_device, deploy_devi
 from edgekit.deploy.status import device_status
 from edgekit.deploy.targets import expand, load_inventory
 from edgekit.deploy.transport import SSHOptions, connect
+from edgekit.edge.settings import check_env_values
 from edgekit.errors import UserError
 
 _FLEET_KEYS = ("inventory", "root", "parallel", "canary", "conn")
@@ -64,6 +65,7 @@ def deploy(targets: list[str], bundle: str | os.PathLike | Bundle, *, fmt: str |
     """
     fleet, rest, ssh = _split(dict(opts))
     options = _validated(DeployOptions, {"force": force, **rest})
+    check_env_values(options.env, "--env")  # here, not on the device: a bad value must not be uploaded
     b = bundle if isinstance(bundle, Bundle) else resolve(bundle)
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as work:
         pkg = payloads.pack(b, fmt, Path(work), force=force)
@@ -101,4 +103,5 @@ def apply_env(targets: list[str], env: dict[str, str], *, restart: str | None = 
     if health is not None:
         rest["health"] = health
     options = _validated(DeployOptions, rest)
+    check_env_values(env)
     return _fleet(targets, lambda dev, progress: apply_env_device(dev, env, options), ssh, **fleet)

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import UserError
+from edgekit.paths import check_output
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def run_calibration(cfg: ClassifierCalibration) -> dict[str, Any]:
     from edgekit import __version__, atomic
     from edgekit.edge.calibration_plots import reliability_plot
 
+    check_output(cfg.out, "--out")  # before the scoring: a bad --out must not cost a whole calibration
     bundle, fmt, paths, y, scores = score_folder(cfg)
     labels = list(bundle.manifest.labels)
     chosen = class_thresholds(scores, y, labels, cfg.target_precision)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekit.edge.detector_sweep import ScoreTrack, Setting, SweepRow, save_scores, sweep
 from edgekit.edge.record import FRAME, RATE, list_wavs, read_wav, wav_samples
 from edgekit.errors import UserError
+from edgekit.paths import check_output
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def run_calibration(cfg: WakewordCalibration) -> dict[str, Any]:
     """Score, sweep, choose; write calibration.json, calibration.env, scores.npz and det.png to `cfg.out`."""
     from edgekit import __version__, atomic
 
+    check_output(cfg.out, "--out")  # before the sweep: a bad --out must not cost a whole calibration
     amb_files = list_wavs(cfg.ambient, "ambient")
     pos_files = list_wavs(cfg.positives, "positive") if cfg.positives else []
     amb_samples = [wav_samples(f) for f in amb_files]

@@ -14,6 +14,19 @@ from edgekit.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def check_targets(targets: list[str], inventory: str | None = None, root: str | None = None) -> None:
+    """Parse the `--apply` targets, so a typo fails before the calibration rather than after it.
+
+    Raises:
+        UserError: when the deploy extra is missing or a target is malformed.
+    """
+    try:
+        from edgekit.deploy.targets import expand, load_inventory
+    except ImportError as e:
+        raise UserError(f"--apply needs the deploy extra ({e.name} is missing): pip install 'edgekit[deploy]'.")
+    expand(list(targets), load_inventory(inventory), root)
+
+
 def apply_to_devices(targets: list[str], env: dict[str, str], restart: str | None = None,
                      health: str | None = None, **conn_opts: Any) -> Any:
     """Set `env` on every target; prints the per-device table and returns the `FleetResult`.

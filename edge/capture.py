@@ -248,11 +248,11 @@ def capture_config(classes: str, out: Path, target: int, source: str, camera: st
 
     from edgekit.edge.camera import CAMERA_SOURCES
     from edgekit.edge.sources import pick
+    from edgekit.paths import check_output
 
     pick("--source", source, CAMERA_SOURCES)
     pick("--ui", ui, UIS)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"Option --out names {out}, which is a file; give a folder.")
+    check_output(out, "--out")
     try:
         return CaptureConfig(classes=classes.split(","), out=out, target=target, camera_source=source,
                              camera=camera, ui=ui)

@@ -141,7 +141,7 @@ def _register_calibrate(calibrate: typer.Typer) -> None:
     ) -> None:
         """Choose threshold/patience/refractory (and VAD) from ambient audio and positives."""
         from edgekit.edge.calibrate_wakeword import WakewordCalibration, print_summary, run_calibration
-        from edgekit.edge.calibration_apply import apply_to_devices
+        from edgekit.edge.calibration_apply import apply_to_devices, check_targets
 
         if not ambient:
             raise UserError("No ambient audio: pass --ambient with recordings of the site (edgekit record ambient).")
@@ -150,6 +150,8 @@ def _register_calibrate(calibrate: typer.Typer) -> None:
             feature_dir=feature_dir, target_fa_per_hour=target_fa_per_hour, margin=margin,
             patiences=[int(v) for v in _numbers(patience, "--patience")],
             refractories=_numbers(refractory, "--refractory"), vad_thresholds=_numbers(vad, "--vad"))
+        if apply:
+            check_targets(apply)
         result = run_calibration(cfg)
         print_summary(result)
         if apply:
@@ -170,10 +172,12 @@ def _register_calibrate(calibrate: typer.Typer) -> None:
     ) -> None:
         """Per-class thresholds for the camera classifier at a target precision."""
         from edgekit.edge.calibrate_classifier import ClassifierCalibration, print_summary, run_calibration
-        from edgekit.edge.calibration_apply import apply_to_devices
+        from edgekit.edge.calibration_apply import apply_to_devices, check_targets
 
         cfg = _build(ClassifierCalibration, model=model, data=data, out=out, target_precision=target_precision,
                      format=fmt, framework=framework, write_bundle=write_bundle)
+        if apply:
+            check_targets(apply)
         result = run_calibration(cfg)
         print_summary(result)
         if apply:

@@ -25,6 +25,7 @@ from edgekit import atomic
 from edgekit.edge.audio import FRAME
 from edgekit.edge.audio import SAMPLE_RATE as RATE
 from edgekit.errors import UserError
+from edgekit.paths import check_output
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def record_ambient(cfg: AmbientConfig, mic: MicFactory = open_mic,
     recording. A microphone error (or its stream ending) is logged and the microphone reopened, up to
     `max_retries` times; Ctrl-C keeps what was heard so far.
     """
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    check_output(cfg.out, "--out").mkdir(parents=True, exist_ok=True)
     chunks = _Chunks(cfg.out, max(1, round(cfg.chunk_s * RATE / FRAME)))
     total = max(1, round(cfg.minutes * 60 * RATE / FRAME))
     done, retries = 0, 0
@@ -246,7 +247,7 @@ def trim_speech(x: np.ndarray, min_db: float = 12.0, pad_s: float = 0.25, rate: 
 def record_positives(cfg: PositivesConfig, mic: MicFactory = open_mic,
                      say: Callable[[str], None] = print) -> list[Path]:
     """Prompt `cfg.count` times, record a window each time, keep the trimmed speech; return the files."""
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    check_output(cfg.out, "--out").mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     n_frames = max(1, round(cfg.seconds * RATE / FRAME))
     written: list[Path] = []

@@ -10,11 +10,13 @@ start with one sentence naming the setting.
 from __future__ import annotations
 
 import difflib
+import io
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgekit.errors import UserError
 
@@ -163,37 +165,99 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Ed
     """Read settings from `env_file` (if given), the environment and `overrides` (by field name).
 
     Raises:
-        UserError: naming the first invalid setting, or a missing env file.
+        UserError: naming the first invalid setting, a malformed line of the env file, or a missing env file.
     """
     if env_file is not None:
         _check_env_file(Path(env_file))
     try:
         return EdgeSettings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = str(err["loc"][0]) if err["loc"] else ""
-        name = ENV_NAMES.get(loc, loc.upper())
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        got = f" (got {value!r})" if isinstance(value, str | int | float) and repr(value) not in msg else ""
-        raise UserError(f"Setting {name} is invalid: {msg}{got}.")
+        raise UserError(_sentence(e, ""))
+
+
+def check_env_values(values: Mapping[str, str], origin: str = "") -> None:
+    """Validate `.env` values the way `serve` will read them on the device, before they leave this machine.
+
+    Only the given keys are checked: the rest of the device's `.env` is not known here, and this machine's
+    environment says nothing about the device's. Other tools' keys pass.
+
+    Args:
+        values: environment name → value as text, e.g. `{"OPENWAKEWORD_THRESHOLD": "0.6"}`.
+        origin: where the values come from, for the message (e.g. "--env").
+
+    Raises:
+        UserError: naming the first invalid or misspelt setting.
+    """
+    where = f" in {origin}" if origin else ""
+    _check_names(values, where)
+    field_of = {env: name for name, env in ENV_NAMES.items()}
+    given = {field_of[k.upper()]: v for k, v in values.items() if k.upper() in field_of}  # case as pydantic-settings
+    try:
+        _GivenOnly(**given)
+    except ValidationError as e:
+        raise UserError(_sentence(e, where))
+
+
+class _GivenOnly(EdgeSettings):
+    """`EdgeSettings` from its arguments and defaults alone, without this machine's environment."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _sentence(e: ValidationError, where: str) -> str:
+    """The first error of `e` as one sentence naming the environment variable."""
+    err = e.errors()[0]
+    loc = str(err["loc"][0]) if err["loc"] else ""
+    name = ENV_NAMES.get(loc, loc.upper())
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    got = f" (got {value!r})" if isinstance(value, str | int | float) and repr(value) not in msg else ""
+    return f"Setting {name}{where} is invalid: {msg}{got}."
 
 
 _OURS = ("OPENWAKEWORD_", "EDGEKIT_", "MODEL_")
 
 
 def _check_env_file(path: Path) -> None:
-    """A missing file or a misspelt setting name in it is a user error, not a silent default.
+    """A missing file, a line that is not `KEY=VALUE` or a misspelt setting name in it is a user error.
 
-    Other tools keep their own keys in the same file, so only near-misses of our names are errors.
+    python-dotenv only warns about a line it cannot parse and goes on without it, so a typo there would
+    leave a setting at its default while the service reports healthy.
     """
     if not path.is_file():
         raise UserError(f"Settings file {path} does not exist.")
-    from dotenv import dotenv_values
+    # python-dotenv's own parser, so quoted values spanning lines are read exactly as `serve` reads them
+    from dotenv.parser import parse_stream
 
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"Settings file {path} is not UTF-8 text.")
+    keys = []
+    for b in parse_stream(io.StringIO(text)):
+        if b.error or (b.key is not None and b.value is None):
+            body = b.original.string
+            stripped = body.lstrip()
+            line = b.original.line + body[:len(body) - len(stripped)].count("\n")  # blank lines lead a binding
+            start = (stripped.split(None, 1) or [""])[0][:40]  # not the whole line: it may hold a token
+            raise UserError(f"Line {line} of {path} is not KEY=VALUE (it starts with {start!r}); "
+                            f"fix it or comment it out with #.")
+        if b.key is not None:
+            keys.append(b.key)
+    _check_names(keys, f" in {path}")
+
+
+def _check_names(keys: Iterable[str], where: str) -> None:
+    """Other tools keep their own keys in the same file, so only near-misses of our names are errors."""
     known = set(ENV_NAMES.values())
-    for key in dotenv_values(path):
+    for key in keys:
         if key.upper().startswith(_OURS) and key.upper() not in known:
             close = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.85)
             if close:
-                raise UserError(f"Setting {key} in {path} is not a known setting (did you mean {close[0]}?).")
+                raise UserError(f"Setting {key}{where} is not a known setting (did you mean {close[0]}?).")

@@ -206,6 +206,17 @@ def test_bad_inputs_are_one_sentence(waste, tmp_path, capsys):
     assert "is for wakeword, not image classification" in " ".join(capsys.readouterr().err.split())
 
 
+def test_out_that_is_a_file_fails_before_scoring(waste, tmp_path, capsys):
+    (tmp_path / "results").write_text("mine")
+    assert edgekit("calibrate", "classifier", "-m", waste.bundle.path, "-d", waste.calib,
+                   "-o", tmp_path / "results") == 2
+    assert "results, which is a file; give a folder" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "results").read_text() == "mine"
+    assert edgekit("calibrate", "classifier", "-m", waste.bundle.path, "-d", waste.calib, "-o", tmp_path / "o",
+                   "--apply", "pi@") == 2
+    assert "'pi@' is not a target" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_site_photos_are_picked_as_training_picks_them(waste, tmp_path, caplog, capsys):
     """Nested folders count, hidden files (macOS ._x.jpg) do not, a broken photo is left out, an unknown
     class folder is named and left out."""

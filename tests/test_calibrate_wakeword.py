@@ -282,3 +282,14 @@ def test_model_that_is_not_a_wake_word_model(capsys, oww_dir, tmp_path):
     b = w.commit(task="image-classification", labels=["a", "b", "c"], input=InputSpec(shape=[1, 3, 8, 8]))
     msg = _error(capsys, "calibrate", "wakeword", "-m", b.path, "-a", tmp_path / "a", "-o", tmp_path / "o")
     assert "is for image-classification, not a wake-word model" in msg
+
+
+def test_bad_out_and_apply_target_fail_before_the_calibration(capsys, oww_dir, tmp_path):
+    write_wav(tmp_path / "a" / "quiet.wav", np.zeros(RATE, np.int16))
+    args = ["calibrate", "wakeword", "-m", oww_dir / "alexa_v0.1.onnx", "-a", tmp_path / "a", "--feature-dir", oww_dir]
+    (tmp_path / "results").write_text("mine")
+    msg = _error(capsys, *args, "-o", tmp_path / "results")
+    assert "results, which is a file; give a folder" in msg and (tmp_path / "results").read_text() == "mine"
+    msg = _error(capsys, *args, "-o", tmp_path / "o", "--apply", "pi@")
+    assert "'pi@' is not a target" in msg
+    assert not (tmp_path / "o").exists()  # nothing was calibrated for a device it could not reach

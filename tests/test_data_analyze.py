@@ -108,6 +108,15 @@ def test_imbalance_verdict(tmp_path: Path) -> None:
     assert any("imbalanced" in r and "trash" in r for r in a.recommendations)
 
 
+def test_json_path_that_is_a_folder_fails_before_the_analysis(tmp_path: Path, capsys) -> None:
+    _jpeg(tmp_path / "data" / "glass" / "g0.jpg")
+    (tmp_path / "reports").mkdir()
+    code, out = _run(["data", "analyze", str(tmp_path / "data"), "--json", str(tmp_path / "reports")], capsys)
+    assert code == 2, out
+    assert "reports, which is a folder; give a file" in " ".join(out.split())
+    assert "glass" not in out  # no table printed before the error
+
+
 def test_cli_exit_code_and_message_in_a_real_process(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     _jpeg(tmp_path / "data" / "loose.jpg")

@@ -115,6 +115,25 @@ def test_local_deploy_redeploy_rollback_status(tmp_path, capsys):
     assert "waste-v2-onnx" in out and "waste-v3-onnx" in out and "healthy" in out
 
 
+def test_env_values_are_checked_against_the_device_settings_before_upload(tmp_path, capsys, monkeypatch):
+    b1 = make_bundle(tmp_path / "models")
+    dev = device_dir(tmp_path / "dev")
+    (dev / ".env").write_text("API_TOKEN=keepme\n")
+    for item, words in (("OPENWAKEWORD_THRESHOLD=abc", "Setting OPENWAKEWORD_THRESHOLD in --env is invalid"),
+                        ("EDGEKIT_CLASS_THRESHOLDS=glass:0.9", "label=value"),
+                        ("OPENWAKEWORD_TRESHOLD=0.6", "did you mean OPENWAKEWORD_THRESHOLD")):
+        assert cli("deploy", f"local:{dev}", str(b1.path), *RUN, "-e", item) == 2
+        assert words in " ".join(capsys.readouterr().err.split())
+    assert not (dev / "releases").exists() and (dev / ".env").read_text() == "API_TOKEN=keepme\n"
+    with pytest.raises(UserError, match="OPENWAKEWORD_PATIENCE is invalid"):
+        api.apply_env([f"local:{dev}"], {"OPENWAKEWORD_PATIENCE": "0"}, restart="true", health="true")
+    assert (dev / ".env").read_text() == "API_TOKEN=keepme\n"
+    # this machine's environment is not the device's: a bad value here does not block a good one there
+    monkeypatch.setenv("OPENWAKEWORD_THRESHOLD", "abc")
+    assert cli("deploy", f"local:{dev}", str(b1.path), *RUN, "-e", "OPENWAKEWORD_THRESHOLD=0.6", "-e", "MY_TOOL=x") == 0
+    assert envfile.parse((dev / ".env").read_text())["OPENWAKEWORD_THRESHOLD"] == "0.6"
+
+
 def test_rejected_model_needs_force_and_wakeword_env(tmp_path, capsys):
     bad = make_bundle(tmp_path / "models", name="alexa", status="rejected", task="wakeword")
     dev = device_dir(tmp_path / "dev")

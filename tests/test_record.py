@@ -50,6 +50,18 @@ def noise(shared: Path) -> np.ndarray:
     return read_wav(p)
 
 
+@pytest.mark.parametrize("kind", ["ambient", "positives"])
+def test_out_that_is_a_file_is_one_sentence_before_the_microphone_opens(tmp_path, capsys, kind):
+    from edgekit.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as e:  # no microphone here: the check must come before it is opened
+        main(["record", kind, "--out", str(tmp_path / "notes.txt")])
+    assert e.value.code == 2
+    assert "notes.txt, which is a file; give a folder" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_ambient_is_written_in_whole_chunks_in_order(noise, tmp_path):
     cfg = AmbientConfig(out=tmp_path, minutes=3.5 / 60, chunk_s=1.0)
     files = record_ambient(cfg, wav_mic(noise))

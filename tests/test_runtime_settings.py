@@ -64,6 +64,21 @@ def test_misspelt_name_in_env_file_is_caught(tmp_path):
         load_settings(tmp_path / "missing.env")
 
 
+def test_malformed_env_line_is_an_error_naming_file_and_line(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text('# mine\nOPENWAKEWORD_THRESHOLD=0.7\nNOTE="two\nlines"\n\n   \nEDGEKIT_CLASS_THRESHOLDS glass=0.9\n')
+    with pytest.raises(UserError) as e:  # python-dotenv alone only warns and drops the line
+        load_settings(env)
+    assert str(e.value).startswith(f"Line 7 of {env} is not KEY=VALUE") and "EDGEKIT_CLASS_THRESHOLDS" in str(e.value)
+    for text in ("EDGEKIT_CLASS_THRESHOLDS\n", "glass 0.9\n"):  # a bare key; a file with nothing but a bad line
+        env.write_text(text)
+        with pytest.raises(UserError, match=f"Line 1 of {env} is not KEY=VALUE"):
+            load_settings(env)
+    env.write_text('# ok\n\nexport OPENWAKEWORD_THRESHOLD=0.7\nNOTE="two\nlines"\nMODEL_FRAMEWORK = tflite # c\n')
+    s = load_settings(env)
+    assert (s.wakeword_threshold, s.model_framework) == (0.7, "tflite")
+
+
 def test_serve_with_bad_setting_exits_2_without_traceback(tmp_path):
     env = tmp_path / ".env"
     env.write_text("OPENWAKEWORD_THRESHOLD=high\n")

@@ -31,8 +31,11 @@ def _register_analyze(data: typer.Typer) -> None:
 
         Exits 0 with warnings for a usable dataset, 2 when the folder layout is wrong.
         """
+        from edgekit.paths import check_output
         from edgekit.trainer.images import run_analyze
 
+        if json_out:  # before the analysis, not after its table has been printed
+            check_output(json_out, "--json", want="file")
         run_analyze(folder, workers=workers, json_path=json_out)
 
 
