@@ -117,6 +117,12 @@ def test_json_path_that_is_a_folder_fails_before_the_analysis(tmp_path: Path, ca
     assert "glass" not in out  # no table printed before the error
 
 
+def test_workers_below_one_is_one_sentence(tmp_path: Path, capsys) -> None:
+    _jpeg(tmp_path / "data" / "glass" / "g0.jpg")
+    code, out = _run(["data", "analyze", str(tmp_path / "data"), "--workers", "0"], capsys)
+    assert code == 2 and "--workers" in out and "Traceback" not in out, out
+
+
 def test_cli_exit_code_and_message_in_a_real_process(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     _jpeg(tmp_path / "data" / "loose.jpg")

@@ -200,6 +200,18 @@ def test_few_calibration_samples_are_refused(waste_export):
         export_bundle(ExportConfig(bundle=str(waste_export[0].path), formats=["onnx-int8"], calib_samples=16))
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--max-drop", "-1"], "--max-drop: Input should be greater than or equal to 0."),
+    (["--latency-runs", "0"], "--latency-runs: Input should be greater than or equal to 1."),
+])
+def test_bad_export_options_are_one_sentence(args, message, capsys):
+    from edgekit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "waste", *args])  # the options are checked before the bundle is looked for
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_format_table_validates_and_suggests():
     with pytest.raises(UserError, match="Did you mean tflite-int8"):
         formats.select("tflite-int9", "image-classification")

@@ -24,7 +24,7 @@ def _register_analyze(data: typer.Typer) -> None:
     @data.command("analyze")
     def analyze(
         folder: str = typer.Argument(..., help="Dataset folder with one subfolder per class."),
-        workers: int = typer.Option(None, help="Threads reading image headers [default: 2 x CPUs, max 8]."),
+        workers: int = typer.Option(None, min=1, help="Threads reading image headers (default: 2 x CPUs, max 8)."),
         json_out: str = typer.Option(None, "--json", help="Also write the analysis to this JSON file."),
     ) -> None:
         """Count images per class, find broken files, judge balance, recommend what to add.
@@ -56,7 +56,7 @@ def _register_train_waste(train: typer.Typer) -> None:
         weights: str = typer.Option("imagenet", help="imagenet (download torchvision's), none, or a state_dict file."),
         weights_style: str = typer.Option("auto", help="auto, keras ([-1,1] input, TF padding) or torchvision."),
         output: str = typer.Option("waste", help="Bundle name: models/NAME/vN."),
-        classes: str = typer.Option(None, help="Only these class folders, comma-separated [default: all]."),
+        classes: str = typer.Option(None, help="Only these class folders, comma-separated (default: all)."),
         head_fraction: float = typer.Option(0.3, help="Share of the epochs for phase 1 (new head, base frozen)."),
         train_bn: bool = typer.Option(False, "--train-bn", help="Update BatchNorm statistics while fine-tuning."),
         int8_grid: bool = typer.Option(True, "--int8-grid/--no-int8-grid",
@@ -70,7 +70,7 @@ def _register_train_waste(train: typer.Typer) -> None:
         patience: int = typer.Option(5, help="Epochs without val-loss improvement before a phase stops."),
         max_retries: int = typer.Option(5, help="Out-of-memory recoveries before giving up."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run."),
-        run_dir: str = typer.Option(None, help="Checkpoints folder [default: runs/OUTPUT/<settings hash>]."),
+        run_dir: str = typer.Option(None, help="Checkpoints folder (default: runs/OUTPUT/<settings hash>)."),
     ) -> None:
         """MobileNetV2 image classifier from DATA/<class>/ photos (two-phase fine-tuning)."""
         from edgekit.trainer.waste import WasteConfig, train
@@ -225,8 +225,8 @@ def _register_export(app: typer.Typer) -> None:
         bundle: str = typer.Argument(..., help="Bundle folder or name."),
         data: str = typer.Option(None, help="Labeled images (DIR/<class>/), a folder of CSVs (sequence bundles) "
                                             "or an .npz with x and y "
-                                            "[default: the bundle's validation split]."),
-        fmt: str = typer.Option(None, "--format", help="Comma-separated formats [default: every exported one]."),
+                                            "(default: the bundle's validation split)."),
+        fmt: str = typer.Option(None, "--format", help="Comma-separated formats (default: every exported one)."),
         threads: int = typer.Option(1, help="Inference threads."),
         latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency."),
     ) -> None:

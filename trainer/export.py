@@ -48,11 +48,11 @@ class ExportConfig(BaseModel):
     full range as its only candidate, and on the waste models its file was byte for byte minmax's. With 2048
     bins its symmetric search cut ReLU6 outputs to [0, 0.75] and int8 fell to 14-22% accuracy, so it is left
     as onnxruntime ships it; `percentile` (99.999%) is the one that clips outliers."""
-    max_drop: float = 1.0
+    max_drop: float = Field(1.0, ge=0)
     """Accuracy points a format may lose against PyTorch before it is rejected."""
-    latency_runs: int = 50
+    latency_runs: int = Field(50, ge=1)
     """Single-sample runs whose median is the reported latency."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seed of the calibration subset."""
 
 
@@ -68,9 +68,9 @@ class EvalConfig(BaseModel):
     .npz with x and y; none = the bundle's own validation split."""
     formats: list[str] = Field(default_factory=list)
     """Formats to evaluate; empty = every model file in the bundle."""
-    threads: int = 1
+    threads: int = Field(1, ge=1)
     """Inference threads (1 = the gate's measurement setting)."""
-    latency_runs: int = 50
+    latency_runs: int = Field(50, ge=1)
     """Single-sample runs whose median is the reported latency."""
 
 
