@@ -76,3 +76,17 @@ def check_output(path: str | os.PathLike, option: str, want: Literal["folder", "
     if above is not None and not above.is_dir():
         raise UserError(f"Option {option} names {p}, inside {above}, which is a file; give a path in a folder.")
     return p
+
+
+def require(path: str | os.PathLike, what: str, want: Literal["folder", "file"] = "folder") -> Path:
+    """`path` as a `Path` when it is an existing `want`; otherwise a `UserError` that says which it is not.
+
+    "Dataset folder x is a file, not a folder." tells a user more than "does not exist" when it exists.
+    """
+    p = Path(path)
+    if (p.is_dir() if want == "folder" else p.is_file()):
+        return p
+    if p.exists():
+        other = "file" if want == "folder" else "folder"
+        raise UserError(f"{what} {p} is a {other}, not a {want}.")
+    raise UserError(f"{what} {p} does not exist.")

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 DEFAULT_ROOT = "/opt/edgekit"
 _SSH_RE = re.compile(
@@ -81,8 +82,7 @@ def load_inventory(path: str | Path | None) -> Inventory:
     if path is None:
         return Inventory()
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"Inventory {p} does not exist.")
+    require(p, "Inventory", "file")
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgekit.bundle import Preprocess
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[P
         UserError: when the folder is missing or no known class has images.
     """
     root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"Data folder {root} does not exist.")
+    require(root, "Data folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [c for c in classes if c not in labels]
     if unknown:

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 
 def _alias(name: str) -> AliasChoices:
@@ -230,8 +231,7 @@ def _check_env_file(path: Path) -> None:
     python-dotenv only warns about a line it cannot parse and goes on without it, so a typo there would
     leave a setting at its default while the service reports healthy.
     """
-    if not path.is_file():
-        raise UserError(f"Settings file {path} does not exist.")
+    require(path, "Settings file", "file")
     # python-dotenv's own parser, so quoted values spanning lines are read exactly as `serve` reads them
     from dotenv.parser import parse_stream
 

@@ -117,6 +117,12 @@ def test_json_path_that_is_a_folder_fails_before_the_analysis(tmp_path: Path, ca
     assert "glass" not in out  # no table printed before the error
 
 
+def test_a_file_given_as_the_dataset_folder_is_named_as_a_file(tmp_path: Path, capsys) -> None:
+    _jpeg(tmp_path / "photo.jpg")
+    code, out = _run(["data", "analyze", str(tmp_path / "photo.jpg")], capsys)
+    assert code == 2 and "photo.jpg is a file, not a folder." in " ".join(out.split()), out
+
+
 def test_workers_below_one_is_one_sentence(tmp_path: Path, capsys) -> None:
     _jpeg(tmp_path / "data" / "glass" / "g0.jpg")
     code, out = _run(["data", "analyze", str(tmp_path / "data"), "--workers", "0"], capsys)

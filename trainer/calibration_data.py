@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.bundle import Bundle
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,7 @@ def labeled_data(bundle: Bundle, data: str | Path) -> Samples:
     """Samples from outside the bundle for `edgekit eval`: a class-per-folder image tree, or an .npz."""
     data = Path(data)
     if data.suffix == ".npz":
-        if not data.is_file():
-            raise UserError(f"Data file {data} does not exist.")
+        require(data, "Data file", "file")
         with np.load(data) as arrays:
             keys = ("x", "y") if "x" in arrays else ("x_val", "y_val")
             if keys[0] not in arrays:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgekit.edge.preprocess import IMAGE_SUFFIXES
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ def list_classes(root: Path) -> list[str]:
         UserError: the folder is missing, has images directly inside, has no class folders, or a class
             name has spaces or special characters.
     """
-    if not root.is_dir():
-        raise UserError(f"Dataset folder {root} does not exist.")
+    require(root, "Dataset folder")
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     loose = sorted(p.name for p in entries if p.is_file() and _is_image_name(p))
     if loose:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.errors import UserError
+from edgekit.paths import require
 from edgekit.trainer.int8_grid import GridConv2d, GridLinear
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,7 @@ def download_imagenet() -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A MobileNetV2 state_dict from a local file (a plain state_dict or a dict holding one under `model`)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Weights file {path} does not exist.")
+    require(path, "Weights file", "file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,7 @@ def load_folder(folder: str | Path, label_col: str = "activity", features: Seque
         UserError: when the folder is missing, has no CSV, or no file could be read.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"Data folder {folder} does not exist.")
+    require(folder, "Data folder")
     files = sorted(folder.rglob("*.csv"))
     if not files:
         raise UserError(f"{folder} has no .csv files; expected one CSV per recording.")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.errors import UserError
+from edgekit.paths import require
 
 LANGS: dict[str, str] = {"en": "English", "es": "Spanish"}
 """Languages the TTS engines and the built-in negative corpus cover."""
@@ -196,8 +197,7 @@ def load_config(path: str | Path | None = None, preset: str = "default",
     data: dict[str, Any] = PRESETS[preset]
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise UserError(f"Config file {p} does not exist.")
+        require(p, "Config file", "file")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -236,11 +236,9 @@ def check(cfg: WakewordConfig) -> WakewordConfig:
         hint = did_you_mean(cfg.data.lang, list(LANGS))
         raise UserError(f"Unknown language {cfg.data.lang!r}; supported: {', '.join(LANGS)}.{hint}")
     for folder in [*cfg.data.negatives, *cfg.data.background]:
-        if not Path(folder).is_dir():
-            raise UserError(f"Audio folder {folder} does not exist.")
+        require(folder, "Audio folder")
     for voice in cfg.data.piper_voices:
-        if not Path(voice).is_file():
-            raise UserError(f"Piper voice model {voice} does not exist.")
+        require(voice, "Piper voice model", "file")
     from edgekit.bundle import check_name
 
     check_name(cfg.name)
