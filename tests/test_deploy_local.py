@@ -213,6 +213,13 @@ def test_apply_env_restores_old_env_when_unhealthy(tmp_path):
     assert (dev / ".env").read_text() == after_good
 
 
+def test_apply_env_needs_a_deployment_and_creates_no_folder(tmp_path):
+    typo = tmp_path / "devv"
+    res = api.apply_env([f"local:{typo}"], {"OPENWAKEWORD_THRESHOLD": "0.7"}, restart="true", health="true")
+    assert not res.ok and "no edgekit deployment or .env" in res.results[0].reason
+    assert not typo.exists()
+
+
 def test_default_restart_installs_compose_file_once(tmp_path, monkeypatch):
     """No Docker engine runs here: a `docker` script on PATH stands in for it and records its calls."""
     from edgekit.deploy import releases
