@@ -62,10 +62,11 @@ class FolderCamera:
         pass
 
 
-def cv2_module() -> Any:
-    """OpenCV, imported only when the opencv source (or the capture window) is chosen."""
-    return optional_module("cv2", "The opencv camera source needs OpenCV: pip install opencv-python-headless "
-                                  "(or apt install python3-opencv).")
+def cv2_module(install: str | None = None) -> Any:
+    """OpenCV, imported only when the opencv source (or the capture window) is chosen; `install`: what to
+    say when it is missing (default: the opencv camera source's words)."""
+    return optional_module("cv2", install or "The opencv camera source needs OpenCV: pip install "
+                                             "opencv-python-headless (or apt install python3-opencv).")
 
 
 class OpenCVCamera:

@@ -54,6 +54,8 @@ class CaptureConfig(BaseModel):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         v = [c.strip() for c in v if c.strip()]
+        if not v:
+            raise ValueError("give at least one class name, e.g. glass,metal,paper")
         bad = [c for c in v if not re.fullmatch(r"[\w.-]+", c)]
         if bad:
             raise ValueError(f"class names must be letters, digits, '_', '-', '.': {', '.join(bad)}")
@@ -171,7 +173,9 @@ def window_actions() -> Callable[..., str | None]:
     """An OpenCV preview window with the overlay; keys map through WINDOW_KEYS."""
     from edgekit.edge.camera import cv2_module
 
-    cv2 = cv2_module()
+    # the window needs OpenCV's GUI build (the headless wheel has no imshow), whatever the camera source is
+    cv2 = cv2_module("The capture window (--ui window) needs OpenCV with its GUI: pip install opencv-python "
+                     "(or apt install python3-opencv); --ui terminal needs none.")
 
     def next_action(session: CaptureSession, frame: np.ndarray) -> str | None:
         shown = session.adjust(frame)

@@ -87,6 +87,8 @@ def test_terminal_capture_saves_the_frame_of_the_enter_not_of_the_prompt(tmp_pat
 
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"classes": "a,a"}, "repeat"),
+    ({"classes": ""}, "at least one class name"),
+    ({"classes": " , "}, "at least one class name"),
     ({"classes": "pla stic"}, "class names"),
     ({"source": "webcam"}, "--source"),
     ({"ui": "windw"}, "did you mean 'window'"),
@@ -123,7 +125,7 @@ def test_window_ui_keys_and_overlay(one_photo, tmp_path, monkeypatch):
     camera, _ = one_photo
     up = next(k for k, v in WINDOW_KEYS.items() if v == "brighter")
     fake = FakeCV2([-1, 32, up, up, 32, ord("d"), ord("q"), 32, 27])
-    monkeypatch.setattr(camera_mod, "cv2_module", lambda: fake)
+    monkeypatch.setattr(camera_mod, "cv2_module", lambda install=None: fake)
     cfg = CaptureConfig(classes=["a", "b", "c"], out=tmp_path / "out", target=5, camera_source="folder",
                         camera=str(camera), ui="window")
     session = run_capture(cfg)
