@@ -22,6 +22,7 @@ a single output) or `probabilities`; wake-word heads default to probabilities, c
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -182,8 +183,10 @@ class Predictor:
         """The predictor for the bundle's model file of format `fmt` (e.g. `tflite-int8`)."""
         path = bundle.model_file(fmt)
         if path is None:
-            have = ", ".join(bundle.formats()) or "none"
-            raise UserError(f"Bundle {bundle.path} has no {fmt} model (it has: {have}); run `edgekit export` first.")
+            have = bundle.formats()
+            close = difflib.get_close_matches(fmt, have, n=1)
+            hint = f"did you mean {close[0]}?" if close else "run `edgekit export` first."
+            raise UserError(f"Bundle {bundle.path} has no {fmt} model (it has: {', '.join(have) or 'none'}); {hint}")
         return cls(path, bundle.manifest, threads)
 
     @property

@@ -204,6 +204,9 @@ def test_bad_inputs_are_one_sentence(waste, tmp_path, capsys):
     wake = w.commit(task="wakeword", labels=["alexa"], input=InputSpec(shape=[1, 16, 96], layout="NTF"))
     assert edgekit("calibrate", "classifier", "-m", wake.path, "-d", waste.calib, "-o", tmp_path / "o") == 2
     assert "is for wakeword, not image classification" in " ".join(capsys.readouterr().err.split())
+    assert edgekit("calibrate", "classifier", "-m", waste.bundle.path, "-d", waste.calib, "-o", tmp_path / "o",
+                   "--format", "onnx-int9") == 2  # the bundle has onnx
+    assert "has no onnx-int9 model (it has: onnx); did you mean onnx?" in " ".join(capsys.readouterr().err.split())
 
 
 def test_out_that_is_a_file_fails_before_scoring(waste, tmp_path, capsys):
