@@ -209,7 +209,7 @@ def _register_export(app: typer.Typer) -> None:
         calib_samples: int = typer.Option(200, help="Training samples that calibrate int8 (at least 32)."),
         calib_method: str = typer.Option("minmax", help="onnx-int8 calibration: minmax, entropy or percentile."),
         max_drop: float = typer.Option(1.0, help="Accuracy points a format may lose before it is rejected."),
-        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency."),
+        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency (0: not measured)."),
     ) -> None:
         """Export a bundle to ONNX/TFLite (fp32, int8) with an accuracy gate.
 
@@ -228,7 +228,7 @@ def _register_export(app: typer.Typer) -> None:
                                             "(default: the bundle's validation split)."),
         fmt: str = typer.Option(None, "--format", help="Comma-separated formats (default: every exported one)."),
         threads: int = typer.Option(1, help="Inference threads."),
-        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency."),
+        latency_runs: int = typer.Option(50, help="Single-sample runs behind the median latency (0: not measured)."),
     ) -> None:
         """Evaluate any exported format of a bundle on a labeled folder, with the export gate's code."""
         from edgekit.trainer.export import EvalConfig, eval_bundle
