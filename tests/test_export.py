@@ -349,7 +349,7 @@ def test_gate_decisions_thresholds_and_verdicts(tmp_path):
             gate.Result("tflite-int8", accuracy=0.88)]
     assert [r.format for r in gate.judge(rows, ref, max_drop=1.0)] == ["tflite-int8"]
     assert [r.status for r in rows] == ["accepted", "accepted", "rejected"]
-    assert gate.coarseness(72, 1.0).startswith(" With 72 validation samples one sample is 1.39 points")
+    assert gate.coarseness(72, 1.0).startswith(" With 72 held-out samples one sample is 1.39 points")
     assert "--max-drop 1.4 " in gate.coarseness(72, 1.0) and "--max-drop 1.5 " in gate.coarseness(70, 1.0)
     for n in (50, 70, 72):  # the suggested --max-drop does let one lost sample through, and not two
         allow = float(gate.coarseness(n, 1.0).split("--max-drop ")[1].split()[0])

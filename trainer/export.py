@@ -172,7 +172,7 @@ def export_bundle(cfg: ExportConfig) -> list[gate.Result]:
     model = load_from_bundle(bundle)
     val = calibration_data.load_split(bundle, "val")
     if len(val) == 0:
-        raise UserError(f"Bundle {bundle.path} has no validation samples for the accuracy gate.")
+        raise UserError(f"Bundle {bundle.path} has no held-out samples for the accuracy gate.")
     workdir = bundle.path / f".export-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     try:

@@ -129,8 +129,8 @@ def coarseness(n_samples: int, max_drop: float) -> str:
     if step <= max_drop:
         return ""
     allow_one = math.ceil(step * 10) / 10  # rounded up, so that passing it does allow one sample
-    return (f" With {n_samples} validation samples one sample is {step:.2f} points, more than the allowed "
-            f"{max_drop:g}: a single prediction lost rejects a format. More validation data, or --max-drop "
+    return (f" With {n_samples} held-out samples one sample is {step:.2f} points, more than the allowed "
+            f"{max_drop:g}: a single prediction lost rejects a format. More held-out data, or --max-drop "
             f"{allow_one:.1f} to allow one, makes the gate less strict.")
 
 
