@@ -212,6 +212,17 @@ def test_bad_export_options_are_one_sentence(args, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_the_tflite_converter_imports_quietly():
+    """torchao's failed optional CUDA kernels and a torch deprecation notice filled export's stderr."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.WARNING); "
+            "from edgekit.trainer.export_tflite import _litert_torch; _litert_torch()")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr
+    assert "torchao" not in err and "register_constant" not in err, err
+
+
 def test_format_table_validates_and_suggests():
     with pytest.raises(UserError, match="Did you mean tflite-int8"):
         formats.select("tflite-int9", "image-classification")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,10 +45,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _litert_torch():
+    """litert_torch, imported with the libraries under it kept to their errors: TensorFlow's C++ info lines
+    (oneDNN, op counts), torchao's warnings about CUDA kernels a CPU build cannot load, and a torch
+    deprecation notice filled a screen of stderr around each conversion."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow's C++ runtime loads
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import litert_torch
+
+    return litert_torch
+
+
 @contextlib.contextmanager
 def _quiet():
     """litert-torch and ai-edge-quantizer print progress and tqdm bars; keep our own output readable."""
-    import litert_torch
+    litert_torch = _litert_torch()
 
     was = litert_torch.config.show_progress
     litert_torch.config.show_progress = False
@@ -60,8 +73,9 @@ def _quiet():
 
 def export_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
     """fp32 TFLite of the bundle's PyTorch model; image models take NHWC."""
-    import litert_torch
     import torch
+
+    litert_torch = _litert_torch()
 
     m = job.bundle.manifest
     layout = fmt.layout_for(m.task, m.input.layout)
