@@ -152,16 +152,19 @@ def build(cfg: WakewordConfig, oww_folder: Path) -> WakewordData:
                       d.reverb_probability, str(_rir_file(cfg, cache)), cfg.seed,
                       sound_share=d.sound_background)
         # the user's files by content, not only by path: a recording replaced under the same name must not
-        # reuse the features (or resume the run) made from the old one
-        user_files = [(str(p), atomic.sha256_file(p)) for p in [*user_lengths, *backgrounds]]
+        # reuse the features (or resume the run) made from the old one. Backgrounds are mixed under every
+        # set; a negative file changes only the sets whose recipes play it.
+        ids = {str(p): atomic.sha256_file(p) for p in {*user_lengths, *backgrounds}}  # a file may be both
+        bg_ids = [(str(p), ids[str(p)]) for p in backgrounds]
         feats: dict[str, np.ndarray] = {}
         digests: list[str] = []
         rendered = reused = 0
         t0 = time.perf_counter()
         with features.Embedder(mix, src) as embedder:
             for name, recipes in sets.items():
+                played = sorted({(c, ids[c]) for r in recipes if r.kind == "file" for c in r.clips})
                 digest = cfg.digest(name, [r.__dict__ for r in recipes], mix.__dict__, src.identity(),
-                                    features.RENDER_VERSION, user_files)
+                                    features.RENDER_VERSION, bg_ids, played)
                 digests.append(digest)
                 (arr, hit), _ = steps.run(f"features: {name}", len(recipes), lambda adv, n=name, r=recipes, g=digest:
                                           features.cached(n, r, embedder, cache / "features", g, adv))
