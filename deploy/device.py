@@ -58,15 +58,25 @@ class Device:
     def label(self) -> str:
         return self.t.target.label
 
-    def install_agent(self) -> None:
-        """Find python3 and check the agent of this edgekit version is installed; send it if not."""
+    def install_agent(self, deployed: bool = False) -> None:
+        """Find python3 and check the agent of this edgekit version is installed; send it if not.
+
+        `deployed`: the folder must already hold a deployment or a `.env` (checked in the same command), so a
+        mistyped root is refused instead of being created.
+        """
         # The interpreter's real path, found once and remembered on the device: calls then skip
         # wrappers such as pyenv shims, which cost ~0.5 s per call.
         agent, pyfile = shlex.quote(self.agent), shlex.quote(self._python_file)
+        root = self.root.rstrip("/")
+        guard = (f"[ -d {shlex.quote(root + '/releases')} ] || [ -f {shlex.quote(root + '/.env')} ] || exit 8; "
+                 if deployed else "")
         # Marked lines: a shell rc that prints something on the device must not be taken for the answer.
-        check = (f'p=$(cat {pyfile} 2>/dev/null); if [ -f {agent} ] && [ -x "$p" ]; then echo "{PY}$p"; '
+        check = (f'{guard}p=$(cat {pyfile} 2>/dev/null); if [ -f {agent} ] && [ -x "$p" ]; then echo "{PY}$p"; '
                  f"echo {PY}present; else python3 -c 'import sys; print(\"{PY}\" + sys.executable)' || exit 9; fi")
         r = self.t.run(check, timeout=60)
+        if r.rc == 8:
+            raise DeployError(f"{self.label}: no edgekit deployment or .env in {self.root}; deploy a bundle there "
+                              "first.")
         if r.rc == 9:
             raise DeployError(f"{self.label}: python3 is not installed on the device (apt install python3).")
         answer = [line.strip()[len(PY):] for line in r.stdout.splitlines() if line.strip().startswith(PY)]

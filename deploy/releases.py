@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -239,14 +238,7 @@ def rollback_device(dev: Device, opts: DeployOptions) -> HostResult:
 def apply_env_device(dev: Device, env: dict[str, str], opts: DeployOptions) -> HostResult:
     """Set `.env` keys (others kept), restart, check health; restore the old `.env` if unhealthy."""
     res = HostResult(dev.label, "failed")
-    # settings go to a device folder that exists (deployed, or a hand-kept .env): a mistyped root must not
-    # become a new, empty one reported as a success
-    root = dev.root.rstrip("/")
-    if dev.t.run(f"test -d {shlex.quote(root + '/releases')} || test -f {shlex.quote(root + '/.env')}",
-                 timeout=60).rc != 0:
-        res.reason = f"no edgekit deployment or .env in {dev.root}; deploy a bundle there first"
-        return res
-    dev.install_agent()
+    dev.install_agent(deployed=True)  # settings go to a folder that exists: a mistyped root is not created
     with device_lock(dev, opts.lock_timeout) as state:
         slot = slot_of(state, opts.slot)
         res.release, res.previous = slot["current"], slot["previous"]
