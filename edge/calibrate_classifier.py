@@ -129,7 +129,7 @@ def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.n
     from edgekit.console import err_console
     from edgekit.edge.classify import choose_format
     from edgekit.edge.predictor import Predictor
-    from edgekit.edge.preprocess import labeled_folder
+    from edgekit.edge.preprocess import each_readable, labeled_folder
 
     bundle = resolve(cfg.model)
     if bundle.manifest.task != "image-classification":
@@ -138,16 +138,10 @@ def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.n
     fmt = cfg.format or choose_format(bundle, cfg.framework, quantized=True)
     predictor = Predictor.from_bundle(bundle, fmt=fmt)
     paths, y = labeled_folder(cfg.data, list(bundle.manifest.labels))
-    rows, keep = [], []
     with Progress(console=err_console, transient=True) as bar:
-        for i, p in enumerate(bar.track(paths, description=f"classifying {len(paths)} photos")):
-            try:
-                rows.append(np.asarray(predictor.predict_image(p), dtype=np.float64).reshape(-1))
-                keep.append(i)
-            except UserError as e:  # a broken photo among the site's: reported and left out
-                log.warning("skipping %s", e)
-    if not rows:
-        raise UserError(f"None of the {len(paths)} photos in {cfg.data} could be read.")
+        rows, keep = each_readable(bar.track(paths, description=f"classifying {len(paths)} photos"),
+                                   lambda p: np.asarray(predictor.predict_image(p), dtype=np.float64).reshape(-1),
+                                   f"photos in {cfg.data}")
     return bundle, fmt, [paths[i] for i in keep], y[keep], np.stack(rows)
 
 

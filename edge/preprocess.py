@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -189,16 +189,28 @@ def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[P
     return paths, np.asarray(ys, dtype=np.int64)
 
 
-def preprocess_readable(paths: list[Path], y: np.ndarray, pre: Preprocess,
-                        layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
-    """`preprocess_images` and their labels `y`, leaving out (with a warning) files that cannot be read."""
-    xs, keep = [], []
+def each_readable(paths: Iterable[Path], fn: Callable[[Path], Any], what: str = "images") -> tuple[list, list[int]]:
+    """`fn` of each path, leaving out (with a warning) the files it cannot read (a `UserError`); returns the
+    results and the positions of the paths they came from. Real photo folders hold a broken file or two.
+
+    Raises:
+        UserError: when no file could be read (`what` names them in the message).
+    """
+    out, keep, n = [], [], 0
     for i, p in enumerate(paths):
+        n += 1
         try:
-            xs.append(preprocess_image(p, pre, layout))
+            out.append(fn(p))
             keep.append(i)
         except UserError as e:
             log.warning("skipping %s", e)
-    if not xs:
-        raise UserError(f"None of the {len(paths)} images could be read.")
+    if not out:
+        raise UserError(f"None of the {n} {what} could be read.")
+    return out, keep
+
+
+def preprocess_readable(paths: list[Path], y: np.ndarray, pre: Preprocess,
+                        layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
+    """`preprocess_images` and their labels `y`, leaving out (with a warning) files that cannot be read."""
+    xs, keep = each_readable(paths, lambda p: preprocess_image(p, pre, layout))
     return np.concatenate(xs), y[keep]
