@@ -14,17 +14,24 @@ from edgekit.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def check_targets(targets: list[str], inventory: str | None = None, root: str | None = None) -> None:
+def _deploy(module: str) -> Any:
+    """`edgekit.deploy.<module>`, or one sentence saying that `--apply` needs the deploy extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"edgekit.deploy.{module}")
+    except ImportError as e:
+        raise UserError(f"--apply needs the deploy extra ({e.name} is missing): pip install 'edgekit[deploy]'.")
+
+
+def check_targets(targets: list[str]) -> None:
     """Parse the `--apply` targets, so a typo fails before the calibration rather than after it.
 
     Raises:
         UserError: when the deploy extra is missing or a target is malformed.
     """
-    try:
-        from edgekit.deploy.targets import expand, load_inventory
-    except ImportError as e:
-        raise UserError(f"--apply needs the deploy extra ({e.name} is missing): pip install 'edgekit[deploy]'.")
-    expand(list(targets), load_inventory(inventory), root)
+    t = _deploy("targets")
+    t.expand(list(targets), t.load_inventory(None), None)
 
 
 def apply_to_devices(targets: list[str], env: dict[str, str], restart: str | None = None,
@@ -34,13 +41,9 @@ def apply_to_devices(targets: list[str], env: dict[str, str], restart: str | Non
     Raises:
         UserError: when the deploy extra is missing or any device failed (after printing the table).
     """
-    try:
-        from edgekit.deploy.api import apply_env
-        from edgekit.deploy.fleet import render
-    except ImportError as e:
-        raise UserError(f"--apply needs the deploy extra ({e.name} is missing): pip install 'edgekit[deploy]'.")
-    result = apply_env(list(targets), env, restart=restart, health=health, **conn_opts)
-    render(result, "calibration .env update")
+    api, fleet = _deploy("api"), _deploy("fleet")
+    result = api.apply_env(list(targets), env, restart=restart, health=health, **conn_opts)
+    fleet.render(result, "calibration .env update")
     if not result.ok:
         names = ", ".join(f"{r.target} ({r.reason or r.status})" for r in result.failed)
         raise UserError(f"Applying the calibration failed on {len(result.failed)} device(s): {names}.")
