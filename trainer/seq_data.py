@@ -187,9 +187,11 @@ def _check_columns(folder: Path, files: list[Path], label_col: str, features: Se
     if kind == "regex" and not any(key.search(f.stem) for f in files):
         raise UserError(f"--group-by pattern '{key.pattern}' matches no file name (the first is {files[0].stem!r}).")
     headers = [(f.name, h) for f in files if (h := _header(f))]
+    if not headers:  # no file opens: read_csv says why for each
+        return
     wanted = [("label", label_col, "; name it with --label-col"), *(("feature", c, "") for c in features or []),
               *([("group", key, "; --group-by takes file, file:REGEX or a column")] if kind == "column" else [])]
-    for what, col, hint in wanted if headers else []:
+    for what, col, hint in wanted:
         if not any(col in h for _, h in headers):
             raise UserError(f"No CSV in {folder} has a {what} column {col!r} (columns of {headers[0][0]}: "
                             f"{', '.join(headers[0][1])}){hint}.")
