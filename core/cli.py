@@ -16,6 +16,7 @@ from rich.text import Text
 from edgekit import __version__
 from edgekit.console import err_console, setup_logging, state
 from edgekit.errors import UserError
+from edgekit.progress import log_interval
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     setup_logging(verbose)
+    log_interval()  # a bad EDGEKIT_PROGRESS_EVERY fails here, not at the first progress bar of a long run
 
 
 @app.command()

@@ -123,13 +123,12 @@ def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int 
 
 def score_folder(cfg: ClassifierCalibration) -> tuple[Any, str, list[Path], np.ndarray, np.ndarray]:
     """(bundle, format, image paths, true indices, probabilities [N, K]) through the device's Predictor."""
-    from rich.progress import Progress
-
     from edgekit.bundle import resolve
     from edgekit.console import err_console
     from edgekit.edge.classify import choose_format
     from edgekit.edge.predictor import Predictor
     from edgekit.edge.preprocess import each_readable, labeled_folder
+    from edgekit.progress import Progress
 
     bundle = resolve(cfg.model)
     if bundle.manifest.task != "image-classification":

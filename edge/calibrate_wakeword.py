@@ -247,9 +247,10 @@ def env_values(s: Setting) -> dict[str, str]:
 # --- the whole run ---------------------------------------------------------------------------------
 
 def _progress():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from edgekit.console import err_console
+    from edgekit.progress import Progress
 
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                     TimeRemainingColumn(), console=err_console, transient=True)

@@ -270,13 +270,14 @@ def record_positives(cfg: PositivesConfig, mic: MicFactory = open_mic,
 
 def record_ambient_cli(cfg: AmbientConfig, mic: MicFactory = open_mic) -> list[Path]:
     """`record_ambient` with a progress bar and a closing line."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from edgekit.console import console, err_console
+    from edgekit.progress import Progress
 
-    with Progress(TextColumn("recording"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("rec", total=1.0)
+        task = bar.add_task("recording", total=1.0)
         files = record_ambient(cfg, mic, progress=lambda f: bar.update(task, completed=f))
     seconds = sum(map(wav_samples, files)) / RATE
     console.print(f"{len(files)} chunk(s), {seconds / 60:.1f} min in {cfg.out}")

@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from edgekit.bundle import Bundle, resolve
 from edgekit.console import console
 from edgekit.errors import UserError
+from edgekit.progress import Progress
 from edgekit.trainer import calibration_data, formats, gate
 from edgekit.trainer.calibration_data import Samples
 

@@ -286,10 +286,9 @@ def render(a: Analysis) -> None:
 
 def run_analyze(root: str | os.PathLike, workers: int | None = None, json_path: str | None = None) -> Analysis:
     """`edgekit data analyze`: scan with a progress bar, print the verdict, optionally save it as JSON."""
-    from rich.progress import Progress
-
     from edgekit import atomic
     from edgekit.console import console
+    from edgekit.progress import Progress
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("Reading image headers", total=None)

@@ -3,7 +3,8 @@
 The epoch line keeps the seed scripts' format, so logs of old and new runs read the same:
 `Epoch [3/20] Train Loss: 0.3512, Acc: 89.7% | Val Loss: 0.2104, Acc: 91.9%`; further metrics from
 the evaluation follow as `| name: value`. When stdout is not a terminal (a log file, nohup, a pipe),
-only those lines are printed.
+the bar is not drawn; those lines are printed, and a long epoch logs its progress now and then
+(`edgekit.progress`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+from edgekit.progress import Progress
 
 _SHOWN = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "batch_size", "time_s"}
 
@@ -75,6 +78,7 @@ class EpochProgress:
             console=console,
             transient=True,
             disable=not self.live,
+            log_suffix=", loss {task.fields[loss]}{task.fields[acc]}",
         )
         self._task: Any = None
 

@@ -79,9 +79,8 @@ def fold_splits(y: np.ndarray, folds: int, seed: int) -> list[Split]:
 def prepare(cfg: WasteConfig, before_decoding: Callable[[], None] | None = None) -> Prepared:
     """Scan, cache (decoding only new photos) and split the dataset; `before_decoding` runs once the folders
     have passed their checks and before any photo is decoded (other quick checks that should not wait)."""
-    from rich.progress import Progress
-
     from edgekit.console import console
+    from edgekit.progress import Progress
     from edgekit.trainer import images
     from edgekit.trainer.image_cache import ImageCache
 

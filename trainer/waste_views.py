@@ -122,9 +122,8 @@ def _stored_shape(model: torch.nn.Module, cut: int, size: int) -> tuple[int, ...
 
 def _fill(store: Path, prep: Prepared, model: torch.nn.Module, cut: int, pre: Preprocess,
           augment: AugmentConfig, views: int, seed: int, device: torch.device) -> None:
-    from rich.progress import Progress
-
     from edgekit.console import console
+    from edgekit.progress import Progress
     from edgekit.trainer.augment import Normalizer, to_tensor
     from edgekit.trainer.augment import augment as augment_batch
 
