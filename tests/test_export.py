@@ -213,7 +213,8 @@ def test_bad_export_options_are_one_sentence(args, message, capsys):
 
 
 def test_the_tflite_converter_imports_quietly():
-    """torchao's failed optional CUDA kernels and a torch deprecation notice filled export's stderr."""
+    """torchao's failed optional CUDA kernels, a torch deprecation notice and TensorFlow's C++ info lines
+    filled export's stderr."""
     import subprocess
     import sys
 
@@ -221,6 +222,7 @@ def test_the_tflite_converter_imports_quietly():
             "from edgekit.trainer.export_tflite import _litert_torch; _litert_torch()")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr
     assert "torchao" not in err and "register_constant" not in err, err
+    assert "oneDNN" not in err and "InitializeLog" not in err, err  # C++ lines, written to fd 2 directly
 
 
 def test_format_table_validates_and_suggests():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.trainer import calibration_data
+from edgekit.trainer.chatter import to_debug_log
 
 if TYPE_CHECKING:
     from edgekit.trainer.export import ExportJob
@@ -102,18 +103,20 @@ def quantize_onnx(job: ExportJob, fmt: Format, out: Path) -> None:
                "percentile": CalibrationMethod.Percentile}
     source = job.float_file("onnx")
     prepared = out.with_name(out.stem + ".pre.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    with to_debug_log("onnxruntime pre-processing"):
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     calib = job.calibration().x
     options: dict = {"CalibMovingAverage": False}
     known = calibration_data.input_range(job.bundle)
     if known is not None:  # the pixel range, not what the calibration photos happened to hold
         options["TensorQuantOverrides"] = {INPUT_NAME: [{"rmin": np.float32(known[0]), "rmax": np.float32(known[1])}]}
-    quantize_static(
-        str(prepared), str(out), _Reader(calib),
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=methods[job.config.calib_method],
-        extra_options=options,
-    )
+    with to_debug_log("onnxruntime quantizer"):  # percentile/entropy print histogram notes on stdout
+        quantize_static(
+            str(prepared), str(out), _Reader(calib),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=methods[job.config.calib_method],
+            extra_options=options,
+        )
     prepared.unlink(missing_ok=True)
     _write_metadata(out, metadata(job, fmt))

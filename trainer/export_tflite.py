@@ -27,7 +27,6 @@ A full-int8 file has int8 I/O, which openwakeword cannot feed, so wake-word head
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 
 from edgekit.edge.predictor import to_layout
 from edgekit.trainer import calibration_data, tflite_compact
+from edgekit.trainer.chatter import to_debug_log
 
 if TYPE_CHECKING:
     from edgekit.trainer.export import ExportJob
@@ -47,25 +47,26 @@ log = logging.getLogger(__name__)
 
 def _litert_torch():
     """litert_torch, imported with the libraries under it kept to their errors: TensorFlow's C++ info lines
-    (oneDNN, op counts), torchao's warnings about CUDA kernels a CPU build cannot load, and a torch
+    (oneDNN, absl), torchao's warnings about CUDA kernels a CPU build cannot load, and a torch
     deprecation notice filled a screen of stderr around each conversion."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow's C++ runtime loads
     for name in ("torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import litert_torch
+    with to_debug_log("litert-torch import"):
+        import litert_torch
 
     return litert_torch
 
 
 @contextlib.contextmanager
-def _quiet():
-    """litert-torch and ai-edge-quantizer print progress and tqdm bars; keep our own output readable."""
+def _quiet(source: str):
+    """litert-torch and ai-edge-quantizer print progress, tqdm bars and XNNPACK lines; keep our output readable."""
     litert_torch = _litert_torch()
 
     was = litert_torch.config.show_progress
     litert_torch.config.show_progress = False
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with to_debug_log(source):
             yield
     finally:
         litert_torch.config.show_progress = was
@@ -85,7 +86,7 @@ def export_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
         if (m.input.layout, layout) != ("NCHW", "NHWC"):
             raise ValueError(f"cannot convert a {m.input.layout} model to {layout}")
         model = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    with _quiet():
+    with _quiet("litert-torch"):
         litert_torch.convert(model, (example,)).export(str(out))
 
 
@@ -105,7 +106,7 @@ def quantize_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
         log.info("tflite-int8 calibrates with minmax (ai-edge-quantizer); %s applies to onnx-int8",
                  job.config.calib_method)
     input_tensor = interp.get_input_details()[0]["name"]
-    with _quiet():
+    with _quiet("ai-edge-quantizer"):
         qt = quantizer.Quantizer(str(source))
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
         ranges = qt.calibrate({sig: [{name: x[i:i + 1]} for i in range(len(x))]}, num_threads=1)
@@ -115,7 +116,7 @@ def quantize_tflite(job: ExportJob, fmt: Format, out: Path) -> None:
     fitted, nudged = fit_bias_to_int32(source.read_bytes(), ranges)
     if nudged:
         log.info("raised the weight scale of %d near-dead channel(s) so their bias fits int32", nudged)
-    with _quiet():
+    with _quiet("ai-edge-quantizer"):
         qt = quantizer.Quantizer(fitted)
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
         quantized = qt.quantize(ranges).quantized_model
