@@ -12,11 +12,13 @@ from edgekit.trainer.chatter import to_debug_log
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+def logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="edgekit.trainer.chatter")
-    logging.getLogger("edgekit").propagate = True  # the CLI turns propagation off; caplog listens at the root
-    yield caplog
-    logging.getLogger("edgekit").propagate = False
+    edgekit_log = logging.getLogger("edgekit")
+    # records reach caplog at the root only; a console handler left by an earlier CLI test would print them
+    monkeypatch.setattr(edgekit_log, "handlers", [])
+    monkeypatch.setattr(edgekit_log, "propagate", True)
+    return caplog
 
 
 def _talk() -> None:

@@ -26,11 +26,13 @@ def _console(terminal: bool) -> Console:
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+def logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="edgekit.progress")
-    logging.getLogger("edgekit").propagate = True  # the CLI turns propagation off; caplog listens at the root
-    yield caplog
-    logging.getLogger("edgekit").propagate = False
+    edgekit_log = logging.getLogger("edgekit")
+    # records reach caplog at the root only; a console handler left by an earlier CLI test would print them
+    monkeypatch.setattr(edgekit_log, "handlers", [])
+    monkeypatch.setattr(edgekit_log, "propagate", True)
+    return caplog
 
 
 def test_not_a_terminal_logs_how_far(monkeypatch, logs):
