@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import wave
 from pathlib import Path
@@ -187,6 +188,22 @@ def test_eval_command_scores_a_labeled_folder(waste_export, waste_mini, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(bundle.path), "--data", str(waste_mini / "glass")])
     assert exit_info.value.code == UserError.exit_code  # class folders are expected, not photos
+
+
+def test_eval_output_is_the_table_without_runtime_chatter(waste_export, waste_mini, tmp_path):
+    """LiteRT prints an XNNPACK info line to file descriptor 2 once per process, in the middle of the output."""
+    import subprocess
+    import sys
+
+    (tmp_path / "photos" / "glass").mkdir(parents=True)
+    for photo in sorted((waste_mini / "glass").glob("*.jpg"))[-3:]:
+        shutil.copy(photo, tmp_path / "photos" / "glass")
+    out = subprocess.run([sys.executable, "-m", "edgekit", "eval", str(waste_export[0].path), "--data",
+                          str(tmp_path / "photos"), "--format", "tflite", "--latency-runs", "1"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "tflite" in out.stdout and "3 samples" in out.stdout
+    assert "XNNPACK" not in out.stderr + out.stdout, out.stderr
 
 
 def test_int8_input_range_is_the_pixel_range(waste_export):

@@ -26,6 +26,7 @@ from edgekit.errors import UserError
 from edgekit.progress import Progress
 from edgekit.trainer import calibration_data, formats, gate
 from edgekit.trainer.calibration_data import Samples
+from edgekit.trainer.chatter import to_debug_log
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ def measure(bundle: Bundle, names: list[str], samples: Samples, reference: np.nd
         task = bar.add_task("evaluating", total=len(names))
         for name in names:
             bar.update(task, description=f"evaluating {name}")
-            p = Predictor.from_bundle(bundle, name, threads=threads)
+            with to_debug_log(f"{name} runtime"):  # LiteRT's one XNNPACK info line
+                p = Predictor.from_bundle(bundle, name, threads=threads)
             r = gate.evaluate(p, samples, gate.threshold_of(bundle), reference, latency_runs)
             r.format = name
             results.append(r)
