@@ -218,6 +218,34 @@ def test_oom_while_reloading_the_checkpoint_is_one_clear_failure(tmp_path, monke
     assert info.value.exit_code == 2 and (tmp_path / ckpt_io.LAST).is_file()
 
 
+def _eval_oom(times: int):
+    """worker.eval_fn that runs out of memory on its first `times` calls."""
+    calls = []
+
+    def evaluate(model, device):
+        calls.append(1)
+        if len(calls) <= times:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return worker.eval_fn(model, device)
+
+    return evaluate
+
+
+def test_oom_while_evaluating_retries_the_evaluation_not_the_epoch(tmp_path, caplog):
+    hook = _OOMAt(set())
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        _, result = worker.run(tmp_path, hooks=hook, evaluate=_eval_oom(1), epochs=2)
+    assert result.epochs_run == 2 and [h["batch_size"] for h in result.history] == [8, 8]
+    assert hook.calls == 2 * STEPS_PER_EPOCH  # no step was redone
+    assert "while evaluating epoch 1" in caplog.text and "batch size 8 -> 4" not in caplog.text
+
+
+def test_oom_while_evaluating_twice_is_one_clear_failure(tmp_path):
+    with pytest.raises(TrainingFailed, match="while evaluating epoch 1, twice; evaluation does not use --batch-size"):
+        worker.run(tmp_path, evaluate=_eval_oom(2), epochs=2)
+    assert (tmp_path / ckpt_io.LAST).is_file()  # the run resumes from there
+
+
 def test_oom_gives_up_after_max_retries(tmp_path):
     hook = _OOMAt(None)
     with pytest.raises(TrainingFailed, match="--max-retries 2") as info:

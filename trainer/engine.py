@@ -38,7 +38,8 @@ Behaviour:
 - SIGINT/SIGTERM: finish the current step, checkpoint, raise `TrainingInterrupted` (exit_code 130/143).
 - CUDA OOM (torch.cuda.OutOfMemoryError, or RuntimeError "out of memory"): free cache, halve the batch
   size (not below `min_batch_size`), cool down, reload the last checkpoint, go on; after `max_retries`
-  raise `TrainingFailed` (a UserError) with what to do.
+  raise `TrainingFailed` (a UserError) with what to do. An OOM in `eval_fn` (which keeps its own batch size)
+  is retried once after freeing the step's memory, then raises `TrainingFailed`; the epoch is not redone.
 - Early stopping on `monitor` (`mode` min/max, `patience`, `min_delta`); `history.json`, `config.json`,
   `curves.png` (redrawn at most once a minute, and at the end) in run_dir; AMP on CUDA; gradient
   clipping; optional sharpness-aware steps (`sam_rho`); device auto|cuda|cpu; Rich progress bar;
@@ -257,6 +258,24 @@ def is_oom(e: BaseException) -> bool:
         return True
     text = str(e).lower()
     return isinstance(e, RuntimeError) and ("out of memory" in text or "status_alloc_failed" in text)
+
+
+def oom_reason(e: BaseException) -> str:
+    """The first line of an out-of-memory error, for a log line."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def free_memory(optimizer: torch.optim.Optimizer, drop_state: bool = False) -> None:
+    """Release what an out-of-memory step left: gradients, optionally the optimizer's moments (when a
+    checkpoint brings its own), unreferenced tensors and the CUDA allocator's cache."""
+    import gc
+
+    optimizer.zero_grad(set_to_none=True)
+    if drop_state:
+        optimizer.state.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def fit(

@@ -7,7 +7,6 @@ out-of-memory error) continues with exactly the samples not yet seen.
 from __future__ import annotations
 
 import difflib
-import gc
 import logging
 import math
 import time
@@ -36,7 +35,9 @@ from edgekit.trainer.engine import (
     TrainingFailed,
     TrainingInterrupted,
     deterministic_kernels,
+    free_memory,
     is_oom,
+    oom_reason,
     resolve_device,
     seed_everything,
 )
@@ -148,7 +149,7 @@ class Trainer:
         except Exception as e:
             if not is_oom(e):
                 raise
-            failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+            failure = oom_reason(e)
         if failure is not None:  # outside the except block, so the traceback's tensors are freed
             self._recover_from_oom(failure)
 
@@ -251,10 +252,28 @@ class Trainer:
             self.plotted_at = time.monotonic()
 
     def _evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        with torch.no_grad():
-            metrics = self.eval_fn(self.model, self.device)
-        return {k: float(v) for k, v in (metrics or {}).items()}
+        """The epoch's metrics. Evaluation runs at its task's own batch size, not --batch-size, so an
+        out-of-memory here is not a training OOM: halving the training batch and redoing the epoch would
+        not help. It is retried once with the training step's gradients and the allocator's cache freed."""
+        for attempt in (1, 2):
+            try:
+                self.model.eval()
+                with torch.no_grad():
+                    metrics = self.eval_fn(self.model, self.device)
+                return {k: float(v) for k, v in (metrics or {}).items()}
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                failure = oom_reason(e)
+            # outside the except block, so the traceback's tensors are freed
+            log.warning("Out of memory while evaluating epoch %d (%s)%s.", self.epoch + 1, failure,
+                        ": freeing the training step's memory and evaluating again" if attempt == 1 else "")
+            free_memory(self.optimizer)
+        raise TrainingFailed(
+            f"Out of GPU memory while evaluating epoch {self.epoch + 1}, twice; evaluation does not use "
+            f"--batch-size, so a smaller one would not help. Free the GPU (another process may hold it) and run "
+            f"the same command to resume from {self.run_dir}."
+        )
 
     def _epoch_record(self, metrics: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -363,14 +382,10 @@ class Trainer:
             self.cfg.max_retries,
             self.cfg.oom_cooldown_s,
         )
-        self.optimizer.zero_grad(set_to_none=True)
         # the checkpoint brings its own optimizer state; loading it beside this one would need two copies
-        self.optimizer.state.clear()
+        free_memory(self.optimizer, drop_state=True)
         # a scaler interrupted between unscale_() and update() refuses the next step: start a clean one
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
         time.sleep(self.cfg.oom_cooldown_s)
         ckpt = ckpt_io.load_latest(self.run_dir)
         if ckpt is None:
