@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,13 @@ def _isolated_models(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKIT_MODELS", str(tmp_path / "models"))
     if SHARED is not None:
         monkeypatch.setenv("EDGEKIT_SHARED", str(SHARED))
+
+
+@pytest.fixture
+def edgekit_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """caplog receiving the `edgekit` loggers' records. The CLI turns their propagation off (caplog listens at
+    the root), and a console handler an earlier in-process CLI test left would also print them to stderr."""
+    edgekit_log = logging.getLogger("edgekit")
+    monkeypatch.setattr(edgekit_log, "handlers", [])
+    monkeypatch.setattr(edgekit_log, "propagate", True)
+    return caplog

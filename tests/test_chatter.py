@@ -12,13 +12,9 @@ from edgekit.trainer.chatter import to_debug_log
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="edgekit.trainer.chatter")
-    edgekit_log = logging.getLogger("edgekit")
-    # records reach caplog at the root only; a console handler left by an earlier CLI test would print them
-    monkeypatch.setattr(edgekit_log, "handlers", [])
-    monkeypatch.setattr(edgekit_log, "propagate", True)
-    return caplog
+def logs(edgekit_logs: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    edgekit_logs.set_level(logging.DEBUG, logger="edgekit.trainer.chatter")
+    return edgekit_logs
 
 
 def _talk() -> None:

@@ -26,13 +26,9 @@ def _console(terminal: bool) -> Console:
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="edgekit.progress")
-    edgekit_log = logging.getLogger("edgekit")
-    # records reach caplog at the root only; a console handler left by an earlier CLI test would print them
-    monkeypatch.setattr(edgekit_log, "handlers", [])
-    monkeypatch.setattr(edgekit_log, "propagate", True)
-    return caplog
+def logs(edgekit_logs: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    edgekit_logs.set_level(logging.INFO, logger="edgekit.progress")
+    return edgekit_logs
 
 
 def test_not_a_terminal_logs_how_far(monkeypatch, logs):
