@@ -81,8 +81,7 @@ def load_inventory(path: str | Path | None) -> Inventory:
     """Read and validate an inventory file; no path means an empty inventory."""
     if path is None:
         return Inventory()
-    p = Path(path)
-    require(p, "Inventory", "file")
+    p = require(path, "Inventory", "file")
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10

@@ -170,8 +170,7 @@ def labeled_folder(folder: str | os.PathLike, labels: list[str]) -> tuple[list[P
     Raises:
         UserError: when the folder is missing or no known class has images.
     """
-    root = Path(folder)
-    require(root, "Data folder")
+    root = require(folder, "Data folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [c for c in classes if c not in labels]
     if unknown:

@@ -149,8 +149,7 @@ def download_imagenet() -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A MobileNetV2 state_dict from a local file (a plain state_dict or a dict holding one under `model`)."""
-    path = Path(path)
-    require(path, "Weights file", "file")
+    path = require(path, "Weights file", "file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

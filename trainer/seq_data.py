@@ -253,8 +253,7 @@ def load_folder(folder: str | Path, label_col: str = "activity", features: Seque
     Raises:
         UserError: when the folder is missing, has no CSV, or no file could be read.
     """
-    folder = Path(folder)
-    require(folder, "Data folder")
+    folder = require(folder, "Data folder")
     files = sorted(folder.rglob("*.csv"))
     if not files:
         raise UserError(f"{folder} has no .csv files; expected one CSV per recording.")

@@ -196,8 +196,7 @@ def load_config(path: str | Path | None = None, preset: str = "default",
         raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.{hint}")
     data: dict[str, Any] = PRESETS[preset]
     if path is not None:
-        p = Path(path)
-        require(p, "Config file", "file")
+        p = require(path, "Config file", "file")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
