@@ -265,15 +265,12 @@ class Trainer:
                 if not is_oom(e):
                     raise
                 failure = oom_reason(e)
-            # outside the except block, so the traceback's tensors are freed
-            log.warning("Out of memory while evaluating epoch %d (%s)%s.", self.epoch + 1, failure,
-                        ": freeing the training step's memory and evaluating again" if attempt == 1 else "")
-            free_memory(self.optimizer)
-        raise TrainingFailed(
-            f"Out of GPU memory while evaluating epoch {self.epoch + 1}, twice; evaluation does not use "
-            f"--batch-size, so a smaller one would not help. Free the GPU (another process may hold it) and run "
-            f"the same command to resume from {self.run_dir}."
-        )
+            if attempt == 1:  # outside the except block, so the traceback's tensors are freed
+                log.warning("Out of memory while evaluating epoch %d (%s): freeing the training step's memory "
+                            "and evaluating again.", self.epoch + 1, failure)
+                free_memory(self.optimizer)
+        raise TrainingFailed(f"Out of GPU memory while evaluating epoch {self.epoch + 1}, twice; evaluation does not "
+                             f"use --batch-size, so a smaller one would not help ({failure}). {self._free_gpu}")
 
     def _epoch_record(self, metrics: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -395,11 +392,15 @@ class Trainer:
         except Exception as e:
             if not is_oom(e):
                 raise
-            raise TrainingFailed(
-                f"Out of GPU memory again while reloading the checkpoint to retry with batch size {new_bs}; "
-                f"free the GPU (another process may hold it) and run the same command to resume from {self.run_dir}."
-            ) from None
+            raise TrainingFailed(f"Out of GPU memory again while reloading the checkpoint to retry with batch size "
+                                 f"{new_bs}. {self._free_gpu}") from None
         self.batch_size = new_bs
+
+    @property
+    def _free_gpu(self) -> str:
+        """What to do when the GPU stays too full to go on."""
+        return (f"Free the GPU (another process may hold it) and run the same command to resume from "
+                f"{self.run_dir}.")
 
     def _result(self) -> FitResult:
         return FitResult(
