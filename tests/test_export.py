@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -192,9 +194,6 @@ def test_eval_command_scores_a_labeled_folder(waste_export, waste_mini, tmp_path
 
 def test_eval_output_is_the_table_without_runtime_chatter(waste_export, waste_mini, tmp_path):
     """LiteRT prints an XNNPACK info line to file descriptor 2 once per process, in the middle of the output."""
-    import subprocess
-    import sys
-
     (tmp_path / "photos" / "glass").mkdir(parents=True)
     for photo in sorted((waste_mini / "glass").glob("*.jpg"))[-3:]:
         shutil.copy(photo, tmp_path / "photos" / "glass")
@@ -222,8 +221,6 @@ def test_few_calibration_samples_are_refused(waste_export):
     (["--latency-runs", "-1"], "--latency-runs: Input should be greater than or equal to 0."),
 ])
 def test_bad_export_options_are_one_sentence(args, message, capsys):
-    from edgekit.cli import main
-
     with pytest.raises(SystemExit) as exc:
         main(["export", "waste", *args])  # the options are checked before the bundle is looked for
     assert exc.value.code == 2 and message in capsys.readouterr().err
@@ -232,9 +229,6 @@ def test_bad_export_options_are_one_sentence(args, message, capsys):
 def test_the_tflite_converter_imports_quietly():
     """torchao's failed optional CUDA kernels, a torch deprecation notice and TensorFlow's C++ info lines
     filled export's stderr."""
-    import subprocess
-    import sys
-
     code = ("import logging; logging.basicConfig(level=logging.WARNING); "
             "from edgekit.trainer.export_tflite import _litert_torch; _litert_torch()")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr

@@ -207,4 +207,3 @@ def test_user_column_missing_from_every_file_is_one_error_not_a_warning_per_file
         err = " ".join(capsys.readouterr().err.split())
         assert e.value.code == 2 and msg in err, err
         assert "skipped" not in err, err  # no warning per file before the error
-

@@ -255,7 +255,6 @@ def test_festival_clips_follow_the_speed(tmp_path):
         assert lengths[0] > 1.3 * lengths[1], (voice, lengths)  # slower speech is longer
 
 
-
 def _median_f0(x: np.ndarray, sr: int) -> float:
     """Median autocorrelation pitch of the voiced 40 ms frames."""
     n = int(0.04 * sr)
@@ -285,6 +284,7 @@ def test_festival_diphone_clips_follow_the_pitch(tmp_path):
             tts.ENGINES["festival"].render(u, tmp_path / f"{voice}-{pitch}.wav")
             f0.append(_median_f0(*sf.read(str(tmp_path / f"{voice}-{pitch}.wav"))))
         assert f0[1] > 1.3 * f0[0], (voice, f0)  # 85 and 129 Hz asked for (1.52x)
+
 
 def test_a_tempo_changed_clip_still_ends_where_it_is_placed():
     from edgekit.trainer.wakeword.augment import Mixer, MixSpec
